@@ -1,0 +1,1 @@
+"""The PySide6 + pyqtgraph live map window."""
