@@ -1,13 +1,52 @@
-"""The ``diffstream`` command line: one parser, one module per command group."""
+"""The ``diffstream`` command line: one top-level parser, one module per command group.
+
+Command modules import their heavy dependencies inside their handlers, so ``diffstream
+--help`` stays fast and the live commands never pull in torch.
+"""
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="diffstream")
-    parser.parse_args(argv)
-    return 0
+from .commands import bench, phases, simulate
+
+COMMAND_GROUPS = (phases, simulate, bench)
+
+
+class UserError(Exception):
+    """A problem with what the user asked for; reported as one line with exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="diffstream",
+        description="Live phase and orientation maps from streamed electron diffraction patterns.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for group in COMMAND_GROUPS:
+        group.register(subparsers)
+    return parser
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from diffstream.trainer.physics.errors import PhysicsInputError
+
+    return (UserError, PhysicsInputError, FileNotFoundError, PermissionError, IsADirectoryError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except _user_errors() as error:
+        print(f"diffstream: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("diffstream: interrupted", file=sys.stderr)
+        return 130
+
 
 if __name__ == "__main__":
     sys.exit(main())

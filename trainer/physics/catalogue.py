@@ -1,7 +1,7 @@
 """The phase catalogue: crystal structures of every material the papers use.
 
-The structures live as data in ``data/phases.toml`` (asymmetric units in the standard
-setting of each space group) so that a researcher adds a phase by adding a table, not code.
+The structures live as data in ``data/phases.toml`` (asymmetric units in the setting diffpy
+uses for each space-group number) so that a researcher adds a phase by adding a table, not code.
 """
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ import difflib
 import functools
 import tomllib
 from dataclasses import dataclass
+from fractions import Fraction
 from importlib import resources
 
 from diffpy.structure import Atom, Lattice, Structure
+from diffpy.structure.spacegroups import GetSpaceGroup
+from diffpy.structure.symmetryutilities import ExpandAsymmetricUnit
 from orix.crystal_map import Phase
 
 from .errors import PhysicsInputError
@@ -21,6 +24,10 @@ BRAVAIS_LATTICES = ("aP", "mP", "mC", "oP", "oC", "oI", "oF", "tP", "tI", "hP", 
 DEFAULT_B_ISO = 0.5
 """Isotropic Debye-Waller factor (Å²) for sites whose source gives none."""
 
+SAME_SITE_TOLERANCE = 1e-4
+"""Fractional distance below which two symmetry images are one site; well above the rounding
+of published coordinates, well below any real interatomic distance."""
+
 
 @dataclass(frozen=True)
 class AtomSite:
@@ -29,10 +36,16 @@ class AtomSite:
     occupancy: float = 1.0
     b_iso: float = DEFAULT_B_ISO
 
+    def atom(self, xyz: tuple[float, float, float] | None = None) -> Atom:
+        """A fresh diffpy ``Atom`` for this site, optionally at one of its symmetry images."""
+        atom = Atom(self.element, list(self.xyz if xyz is None else xyz), occupancy=self.occupancy)
+        atom.Bisoequiv = self.b_iso
+        return atom
+
 
 @dataclass(frozen=True)
 class PhaseEntry:
-    """One catalogue material; ``structure()`` and ``phase()`` build fresh objects each call
+    """One catalogue material; the structure and phase methods build fresh objects each call
     because diffpy and orix objects are mutable."""
 
     name: str
@@ -47,48 +60,85 @@ class PhaseEntry:
 
     def structure(self) -> Structure:
         """The asymmetric unit as a diffpy ``Structure``."""
-        atoms = []
-        for site in self.atoms:
-            atom = Atom(site.element, list(site.xyz), occupancy=site.occupancy)
-            atom.Bisoequiv = site.b_iso
-            atoms.append(atom)
-        return Structure(atoms=atoms, lattice=Lattice(*self.lattice), title=self.name)
+        return self._structure([site.atom() for site in self.atoms])
+
+    def full_structure(self) -> Structure:
+        """Every atom of the conventional cell, expanded in fractional coordinates with diffpy's
+        own operations for this space-group number.
+
+        Use this (or ``full_phase()``), never orix's ``Phase.expand_asymmetric_unit()``: orix
+        maps positions back through the lattice it had before re-basing, which scrambles
+        non-orthogonal cells once the fractional coordinates are right (12 sites instead of 2
+        for hcp Ti from ``phase()``).
+        """
+        return self._structure([site.atom(xyz) for site, xyz in self._cell_sites])
 
     def phase(self) -> Phase:
-        """An orix ``Phase`` holding the asymmetric unit; call ``expand_asymmetric_unit()``
-        on it where the full cell is needed (structure factors, spglib).
+        """An orix ``Phase`` holding the asymmetric unit, for symmetry and orientation work;
+        use ``full_phase()`` where the atoms of the whole cell matter."""
+        return self._phase(self.structure())
 
-        orix re-bases the lattice to its own Cartesian frame (x ∥ a, z ∥ c*) and diffpy keeps
-        Cartesian positions fixed when the base changes, which moves the *fractional*
-        coordinates of non-orthogonal cells. The fractional coordinates are the physics, so
-        they are put back after the re-basing.
-        """
-        phase = Phase(name=self.name, space_group=self.space_group, structure=self.structure())
-        for atom, site in zip(phase.structure, self.atoms):
-            atom.xyz = list(site.xyz)
-        return phase
+    def full_phase(self) -> Phase:
+        """An orix ``Phase`` holding the whole cell, ready for structure factors (diffsims,
+        kikuchipy) without any further expansion."""
+        return self._phase(self.full_structure())
 
     @property
     def point_group(self) -> str:
         return self.phase().point_group.name
 
+    @functools.cached_property
+    def _cell_sites(self) -> tuple[tuple[AtomSite, tuple[float, float, float]], ...]:
+        """Each site with every fractional position of its orbit; cached because diffpy's
+        expansion takes a noticeable fraction of a second for the cubic groups."""
+        expansion = ExpandAsymmetricUnit(
+            GetSpaceGroup(self.space_group),
+            [list(site.xyz) for site in self.atoms],
+            eps=SAME_SITE_TOLERANCE,
+        )
+        return tuple(
+            (site, tuple(float(v) for v in xyz))
+            for site, images in zip(self.atoms, expansion.expandedpos)
+            for xyz in images
+        )
+
+    def _structure(self, atoms: list[Atom]) -> Structure:
+        return Structure(atoms=atoms, lattice=Lattice(*self.lattice), title=self.name)
+
+    def _phase(self, structure: Structure) -> Phase:
+        """orix re-bases the lattice to its own Cartesian frame (x ∥ a, z ∥ c*) and diffpy keeps
+        Cartesian positions fixed when the base changes, which moves the *fractional*
+        coordinates of non-orthogonal cells. The fractional coordinates are the physics, so
+        they are put back after the re-basing."""
+        fractional = [list(atom.xyz) for atom in structure]
+        phase = Phase(name=self.name, space_group=self.space_group, structure=structure)
+        for atom, xyz in zip(phase.structure, fractional):
+            atom.xyz = xyz
+        return phase
+
+
+def _coordinate(value: float | int | str) -> float:
+    """Coordinates may be written as exact fractions ("1/3") so that sites on threefold axes
+    land exactly on their special positions."""
+    return float(Fraction(value)) if isinstance(value, str) else float(value)
+
+
+def _site_from_row(row: list) -> AtomSite:
+    return AtomSite(
+        element=row[0],
+        xyz=(_coordinate(row[1]), _coordinate(row[2]), _coordinate(row[3])),
+        occupancy=float(row[4]) if len(row) > 4 else 1.0,
+        b_iso=float(row[5]) if len(row) > 5 else DEFAULT_B_ISO,
+    )
+
 
 def _entry_from_table(table: dict) -> PhaseEntry:
-    atoms = tuple(
-        AtomSite(
-            element=row[0],
-            xyz=(float(row[1]), float(row[2]), float(row[3])),
-            occupancy=float(row[4]) if len(row) > 4 else 1.0,
-            b_iso=float(row[5]) if len(row) > 5 else DEFAULT_B_ISO,
-        )
-        for row in table["atoms"]
-    )
     return PhaseEntry(
         name=table["name"],
         formula=table.get("formula", table["name"]),
         space_group=int(table["space_group"]),
         lattice=tuple(float(v) for v in table["lattice"]),
-        atoms=atoms,
+        atoms=tuple(_site_from_row(row) for row in table["atoms"]),
         bravais_lattice=table["bravais_lattice"],
         source=table["source"],
         notes=table.get("notes", ""),

@@ -1,0 +1,1 @@
+"""One module per ``diffstream`` command group; each exposes ``register(subparsers)``."""

@@ -1,0 +1,29 @@
+"""Shared test setup: master patterns and other caches go to a per-session temporary folder
+so tests never read or pollute a user's ~/.cache."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache() -> None:
+    with tempfile.TemporaryDirectory(prefix="diffstream-test-cache-") as folder:
+        previous = os.environ.get("DIFFSTREAM_CACHE")
+        os.environ["DIFFSTREAM_CACHE"] = folder
+        yield
+        if previous is None:
+            os.environ.pop("DIFFSTREAM_CACHE", None)
+        else:
+            os.environ["DIFFSTREAM_CACHE"] = previous
+
+
+def run_diffstream(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the installed ``diffstream`` console script, as a user would from the shell."""
+    exe = Path(sys.executable).with_name("diffstream")
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=timeout)

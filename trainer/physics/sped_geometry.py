@@ -1,0 +1,321 @@
+"""What stays fixed while orientations vary: the instrument and the crystal's reflections.
+
+:class:`SpedGeometry` holds the beam and detector, validated once at construction;
+:class:`ReflectionTable` holds a phase's allowed reflections and |F|² out to the detector's
+reach. Both are built once and reused for every orientation (:mod:`.sped`).
+
+The calibration in Å⁻¹ per pixel is the primary quantity because it is what a 4D-STEM data
+set is calibrated in and all the spot geometry needs; camera length and detector pixel size
+convert to it (small-angle optics: one pixel spans ``pixel / (λ · L)`` of reciprocal space).
+
+Detector convention (diffsims 0.7's ``Simulation2D.get_diffraction_pattern(fast=False)``):
+pixel column = lab x, pixel row = lab y, ``x_px = g_x / calibration + centre_x``, and the
+direct beam sits at ``((w - 1) / 2, (h - 1) / 2)`` unless ``direct_beam_px`` says otherwise.
+The projection is linear in g, which is what a constant Å⁻¹-per-pixel calibration assumes.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+from diffsims.utils.lobato_scattering_params import ATOMIC_SCATTERING_PARAMS_LOBATO
+from orix.crystal_map import Phase
+from orix.vector import Miller
+from scipy import constants
+
+from .errors import PhysicsInputError
+
+EXTINCTION_THRESHOLD = 1e-9
+"""|F|² below this fraction of |F(000)|² is a systematic absence, not a weak reflection."""
+
+_REFLECTION_BLOCK = 8192
+"""Reflections per structure-factor block: bounds memory at block × atoms complex numbers."""
+
+MAX_SCATTERING_ANGLE = 0.2
+"""rad; there tan(2θ) exceeds 2θ by 1.4 %, the end of a constant Å⁻¹-per-pixel calibration."""
+
+MAX_REACH = 6.0
+"""Å⁻¹; a detector seeing beyond d = 0.17 Å is outside what a kinematic spot model is for."""
+
+
+def electron_wavelength(voltage_kv: float) -> float:
+    """Relativistic electron wavelength in Å; at 300 kV the non-relativistic value is 14 % off."""
+    energy = voltage_kv * 1e3 * constants.e
+    rest_energy = constants.m_e * constants.c**2
+    momentum = math.sqrt(2 * constants.m_e * energy * (1 + energy / (2 * rest_energy)))
+    return constants.h / momentum * 1e10
+
+
+def _check(field: str, ok: bool, value: object, expected: str) -> None:
+    if not ok:
+        raise PhysicsInputError(f"{field}: {value!r} {expected}")
+
+
+def _number_in(field: str, value: object, low: float, high: float, unit: str) -> None:
+    ok = _is_finite_number(value) and low <= value <= high
+    _check(field, ok, value, f"{unit} is outside {low:g} to {high:g} {unit}")
+
+
+def _positive(field: str, value: object, unit: str) -> None:
+    ok = _is_finite_number(value) and value > 0
+    _check(field, ok, value, f"must be a positive number of {unit}")
+
+
+def _is_finite_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_pair(value: object) -> bool:
+    return isinstance(value, (tuple, list)) and len(value) == 2
+
+
+def _is_positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+@dataclass(frozen=True)
+class SpedGeometry:
+    """Everything about the microscope and detector that moves spots or shapes them.
+
+    ``shape`` is (rows, cols); ``direct_beam_px`` is (x, y) in pixels, ``None`` for the centre.
+    Precession stops at 5°, where the small-angle swing of the excitation error stops holding.
+    """
+
+    voltage_kv: float = 300.0
+    calibration: float = 0.025
+    shape: tuple[int, int] = (128, 128)
+    precession_deg: float = 0.6
+    semi_convergence_mrad: float = 1.6
+    direct_beam_px: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        _number_in("voltage_kv", self.voltage_kv, 10.0, 3000.0, "kV")
+        _positive("calibration", self.calibration, "Å⁻¹ per pixel")
+        shape_ok = _is_pair(self.shape) and all(_is_positive_int(n) for n in self.shape)
+        _check("shape", shape_ok, self.shape, "must be two positive integers (rows, cols)")
+        object.__setattr__(self, "shape", tuple(self.shape))
+        _number_in("precession_deg", self.precession_deg, 0.0, 5.0, "degrees")
+        _number_in("semi_convergence_mrad", self.semi_convergence_mrad, 0.0, 50.0, "mrad")
+        if self.direct_beam_px is not None:
+            beam = self.direct_beam_px
+            beam_ok = _is_pair(beam) and all(_is_finite_number(v) for v in beam)
+            _check("direct_beam_px", beam_ok, beam, "must be two finite numbers (x, y) in pixels")
+            object.__setattr__(self, "direct_beam_px", tuple(float(v) for v in beam))
+        angle = self.reciprocal_reach * self.wavelength
+        _check(
+            "calibration",
+            angle <= MAX_SCATTERING_ANGLE and self.reciprocal_reach <= MAX_REACH,
+            self.calibration,
+            f"Å⁻¹ per pixel makes the detector reach {self.reciprocal_reach:.2f} Å⁻¹ "
+            f"({angle * 1e3:.0f} mrad); a linear calibration and a kinematic spot model hold "
+            f"to {MAX_SCATTERING_ANGLE * 1e3:.0f} mrad and {MAX_REACH:g} Å⁻¹",
+        )
+
+    @classmethod
+    def from_camera_length(
+        cls, camera_length_mm: float, detector_pixel_um: float, **fields: object
+    ) -> SpedGeometry:
+        """Geometry from the microscope's camera length and the pixel pitch (after binning)."""
+        _positive("camera_length_mm", camera_length_mm, "mm")
+        _positive("detector_pixel_um", detector_pixel_um, "µm")
+        voltage_kv = fields.get("voltage_kv", cls.voltage_kv)
+        _number_in("voltage_kv", voltage_kv, 10.0, 3000.0, "kV")
+        # pixel [µm → Å] / (λ [Å] · L [mm → Å]) gives Å⁻¹ per pixel.
+        wavelength = electron_wavelength(voltage_kv)
+        calibration = (detector_pixel_um * 1e4) / (wavelength * camera_length_mm * 1e7)
+        return cls(calibration=calibration, **fields)
+
+    def camera_length_mm(self, detector_pixel_um: float) -> float:
+        """The camera length that gives this calibration on a detector of the given pixel pitch,
+        for headers (the wire protocol's scan_start) that speak in camera lengths."""
+        _positive("detector_pixel_um", detector_pixel_um, "µm")
+        return (detector_pixel_um * 1e4) / (self.wavelength * self.calibration * 1e7)
+
+    @property
+    def wavelength(self) -> float:
+        return electron_wavelength(self.voltage_kv)
+
+    @property
+    def centre(self) -> tuple[float, float]:
+        """Direct-beam position (x, y) in pixels."""
+        if self.direct_beam_px is not None:
+            return self.direct_beam_px
+        rows, cols = self.shape
+        return ((cols - 1) / 2, (rows - 1) / 2)
+
+    @property
+    def reciprocal_reach(self) -> float:
+        """Å⁻¹ from the direct beam to the farthest pixel edge: no reflection beyond it can land
+        on the detector, so reflection lists stop there."""
+        rows, cols = self.shape
+        cx, cy = self.centre
+        dx = max(cx + 0.5, cols - 0.5 - cx)
+        dy = max(cy + 0.5, rows - 0.5 - cy)
+        return math.hypot(dx, dy) * self.calibration
+
+    @property
+    def lorentz_factor(self) -> float:
+        """γ of the beam electrons: electron scattering factors are tabulated for the rest
+        mass and scale by γ for a moving electron."""
+        return 1.0 + self.voltage_kv * 1e3 * constants.e / (constants.m_e * constants.c**2)
+
+    @property
+    def precession_rad(self) -> float:
+        return math.radians(self.precession_deg)
+
+    @property
+    def disc_radius_px(self) -> float:
+        """Radius of a diffracted disc: the probe's semi-convergence angle over λ, in pixels."""
+        return self.semi_convergence_mrad * 1e-3 / self.wavelength / self.calibration
+
+
+@dataclass(frozen=True, eq=False)
+class ReflectionTable:
+    """The allowed reflections of one phase out to a reciprocal radius, with |F|².
+
+    Built once per phase and detector reach; every orientation reuses it.
+    """
+
+    hkl: np.ndarray
+    """(G, 3) Miller indices."""
+    g_crystal: np.ndarray
+    """(G, 3) Å⁻¹, Cartesian in orix's crystal frame."""
+    intensity: np.ndarray
+    """(G,) |F|² in Å² (Debye–Waller included)."""
+    cell_volume: float
+    """Å³; with λ it turns |F|² into a fraction of the beam (:mod:`.sped`)."""
+
+    @classmethod
+    def from_phase(cls, phase: Phase, max_g: float) -> ReflectionTable:
+        """Reflections with 0 < |g| ≤ max_g (Å⁻¹) and a structure factor that is not extinct.
+
+        ``phase`` may hold the asymmetric unit or the full cell: sites are expanded by the
+        space group and coincident copies merged, so either gives the same table.
+        """
+        if not (np.isfinite(max_g) and max_g > 0):
+            raise PhysicsInputError(f"max_g: {max_g!r} Å⁻¹ must be a positive number")
+        hkl = _indices_within(phase, max_g)
+        g_crystal = Miller(hkl=hkl, phase=phase).data
+        sites = _full_cell_sites(phase)
+        f_sq = np.abs(_structure_factors(sites, hkl, np.linalg.norm(g_crystal, axis=1))) ** 2
+        f000 = float(np.abs(_structure_factors(sites, np.zeros((1, 3)), np.zeros(1)))[0] ** 2)
+        keep = f_sq > EXTINCTION_THRESHOLD * f000
+        volume = float(phase.structure.lattice.volume)
+        return cls(
+            hkl=hkl[keep], g_crystal=g_crystal[keep], intensity=f_sq[keep], cell_volume=volume
+        )
+
+
+@dataclass(frozen=True)
+class _Sites:
+    elements: tuple[str, ...]
+    xyz: np.ndarray
+    occupancy: np.ndarray
+    b_iso: np.ndarray
+
+
+def _indices_within(phase: Phase, max_g: float) -> np.ndarray:
+    """All hkl ≠ 000 with |g| ≤ max_g; |h| ≤ |g|·a bounds the search box."""
+    lattice = phase.structure.lattice
+    limits = [int(np.floor(max_g * length)) for length in (lattice.a, lattice.b, lattice.c)]
+    axes = [np.arange(-n, n + 1) for n in limits]
+    hkl = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+    hkl = hkl[np.any(hkl != 0, axis=1)]
+    g = np.linalg.norm(hkl @ lattice.recbase.T, axis=1)
+    return hkl[g <= max_g]
+
+
+def _full_cell_sites(phase: Phase) -> _Sites:
+    """Every atom of the unit cell. orix's own ``expand_asymmetric_unit`` misplaces atoms in
+    hexagonal cells, so the space group's operations act on fractional coordinates here;
+    merging coincident sites makes this idempotent on an already full cell."""
+    operations = list(phase.space_group.iter_symops()) if phase.space_group is not None else []
+    rotations = np.array([op.R for op in operations]) if operations else np.eye(3)[None]
+    translations = np.array([op.t for op in operations]) if operations else np.zeros((1, 3))
+    elements: list[str] = []
+    xyz, occupancy, b_iso = np.zeros((0, 3)), [], []
+    for atom in phase.structure:
+        element = _element_symbol(atom.element)
+        orbit = np.mod(rotations @ np.asarray(atom.xyz, dtype=float) + translations, 1.0)
+        # Keep a position unless an earlier one in its orbit, or an already kept site of the
+        # same element, coincides with it.
+        orbit = orbit[~np.triu(_coincide(orbit, orbit), k=1).any(axis=0)]
+        same = np.array([e == element for e in elements], dtype=bool)
+        orbit = orbit[~_coincide(orbit, xyz[same]).any(axis=1)]
+        elements += [element] * len(orbit)
+        xyz = np.vstack([xyz, orbit])
+        occupancy += [float(atom.occupancy)] * len(orbit)
+        b_iso += [float(atom.Bisoequiv)] * len(orbit)
+    return _Sites(tuple(elements), xyz, np.array(occupancy), np.array(b_iso))
+
+
+def _coincide(a: np.ndarray, b: np.ndarray, tolerance: float = 1e-3) -> np.ndarray:
+    """(len(a), len(b)) whether fractional positions coincide modulo lattice translations."""
+    difference = a[:, None, :] - b[None, :, :]
+    difference -= np.round(difference)
+    return np.all(np.abs(difference) < tolerance, axis=-1)
+
+
+def _element_symbol(label: str) -> str:
+    """'Ni', 'Ni2+' and 'NI' all scatter as Ni (ionic charge is beyond this model)."""
+    match = re.match(r"[A-Za-z]{1,2}", str(label))
+    symbol = match.group(0).capitalize() if match else ""
+    if symbol not in ATOMIC_SCATTERING_PARAMS_LOBATO:
+        raise PhysicsInputError(f"phase: no electron scattering factors for element {label!r}")
+    return symbol
+
+
+def _structure_factors(sites: _Sites, hkl: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """F(hkl) = Σ occ · f(g) · exp(−B g²/4) · exp(2πi h·x) over the full cell, in blocks of
+    reflections so that large cells (anorthite: 104 atoms) stay within memory."""
+    species = sorted(set(sites.elements))
+    species_of_site = np.array([species.index(e) for e in sites.elements])
+    params = np.array([ATOMIC_SCATTERING_PARAMS_LOBATO[e] for e in species])  # (E, 5, 2)
+    out = np.empty(len(hkl), dtype=complex)
+    for lo in range(0, len(hkl), _REFLECTION_BLOCK):
+        block = slice(lo, lo + _REFLECTION_BLOCK)
+        g2 = g[block] ** 2
+        f = _lobato(params, g2)[:, species_of_site]  # (G, A)
+        debye_waller = np.exp(-0.25 * np.outer(g2, sites.b_iso))
+        out[block] = (f * debye_waller * _phase_factors(hkl[block], sites.xyz)) @ sites.occupancy
+    return out
+
+
+def _phase_factors(hkl: np.ndarray, xyz: np.ndarray) -> np.ndarray:
+    """exp(2πi h·x) as a product of per-axis tables exp(2πi h x), exp(2πi k y), exp(2πi l z):
+    three look-ups and two products instead of one complex exponential per (reflection, atom),
+    several times faster for large cells."""
+    factors = np.ones((len(hkl), len(xyz)), dtype=complex)
+    for axis in range(3):
+        index = hkl[:, axis].astype(np.int64)
+        low = index.min(initial=0)
+        orders = np.arange(low, index.max(initial=0) + 1)
+        factors *= np.exp(2j * np.pi * np.outer(orders, xyz[:, axis]))[index - low]
+    return factors
+
+
+def _lobato(params: np.ndarray, g2: np.ndarray) -> np.ndarray:
+    """Electron scattering factors (Å) of each species at each g²: Lobato & Van Dyck,
+    Acta Cryst. A70 (2014) 636, with diffsims' table of their parameters."""
+    a, b = params[None, :, :, 0], params[None, :, :, 1]
+    bg2 = b * g2[:, None, None]
+    return np.sum(a * (2 + bg2) / (1 + bg2) ** 2, axis=-1)
+
+
+PAPER2_GEOMETRY = SpedGeometry()
+"""Paper 2's acquisition (JEOL 3010, 300 kV, 0.6° precession, 1.6 mrad semi-convergence,
+patterns downsampled to 128×128). The paper does not state its calibration; 0.025 Å⁻¹ per
+pixel puts ±1.6 Å⁻¹ across the frame, several orders of LiNiO2's reflections."""
+
+ARINA_96_GEOMETRY = SpedGeometry.from_camera_length(
+    camera_length_mm=300.0,
+    detector_pixel_um=200.0,
+    shape=(96, 96),
+    voltage_kv=300.0,
+    precession_deg=0.6,
+    semi_convergence_mrad=1.0,
+)
+"""A DECTRIS ARINA-style fast 4D-STEM detector in its 96×96 mode (a 192×192 sensor of
+100 µm pixels binned 2×2), at a 300 mm camera length: about 0.034 Å⁻¹ per pixel."""
