@@ -35,12 +35,12 @@ def _machine() -> dict:
 def _simulate_rows(n: int) -> list[dict]:
     import numpy as np
 
+    from diffstream.trainer.physics.catalogue import get_phase_entry
     from diffstream.trainer.physics.detector_model import Detector, preset
     from diffstream.trainer.physics.ebsd_projection import measure_projection_rate
     from diffstream.trainer.physics.sampling import random_rotations
     from diffstream.trainer.physics.sped import RenderSettings, render_patterns, simulate_spots
     from diffstream.trainer.physics.sped_geometry import ReflectionTable, SpedGeometry
-    from diffstream.trainer.physics.catalogue import get_phase_entry
     from diffstream.trainer.physics.timing import best_rate
 
     rows = []

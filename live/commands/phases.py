@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(records, indent=2))
         return 0
-    header = f"{'name':<12} {'formula':<14} {'space group':<16} {'point group':<11} {'lattice':<7} a, b, c (Å); α, β, γ (°)"
+    header = (f"{'name':<12} {'formula':<14} {'space group':<16} {'point group':<11} {'lattice':<7} "
+              "a, b, c (Å); α, β, γ (°)")
     print(header)
     print("-" * len(header))
     for r in records:

@@ -16,11 +16,7 @@ import pytest
 import torch
 from orix.quaternion import Rotation
 
-from diffstream.trainer.physics.ebsd_projection import (
-    measure_projection_rate,
-    project_patterns,
-    random_quaternions,
-)
+from diffstream.trainer.physics.ebsd_projection import measure_projection_rate, project_patterns
 from diffstream.trainer.physics.ebsd_projection_torch import TorchEBSDProjector
 from diffstream.trainer.physics.errors import PhysicsInputError
 from diffstream.trainer.physics.geometry import EBSDGeometry
@@ -29,6 +25,7 @@ from diffstream.trainer.physics.master_pattern import (
     kinematical_master_pattern,
     load_emsoft_master_pattern,
 )
+from diffstream.trainer.physics.sampling import random_quaternions
 
 # m-3m, 6/mmm, 4/mmm and -3m: four Laue groups
 PHASES = ("Ni", "Ti", "Sn", "LiNiO2")

@@ -27,7 +27,7 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage
 
-from .errors import PhysicsInputError
+from .errors import PhysicsInputError, check_choice, check_integer, check_number
 
 GAUSSIAN_SHOT_NOISE_ABOVE = 20.0
 """Mean electron count above which shot noise is drawn as a Gaussian of the same mean and
@@ -98,29 +98,29 @@ class DetectorParams:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise PhysicsInputError(f"name: must be a non-empty string, got {self.name!r}")
-        _check_number("dose", self.dose, 0.0, 1e9, "electrons per pixel", low_open=True)
-        _check_choice("exposure", self.exposure, ("mean", "peak"))
-        _check_choice("stretch", self.stretch, ("spread", "range"))
+        check_number("dose", self.dose, 0.0, 1e9, "electrons per pixel", low_open=True)
+        check_choice("exposure", self.exposure, ("mean", "peak"))
+        check_choice("stretch", self.stretch, ("spread", "range"))
         if not isinstance(self.shot_noise, bool):
             raise PhysicsInputError(f"shot_noise: must be True or False, got {self.shot_noise!r}")
-        _check_number("contrast", self.contrast, 0.0, 1.0, "", low_open=True)
-        _check_number("background_amplitude", self.background_amplitude, 0.0, 0.95, "")
-        _check_number("background_width", self.background_width, 0.0, 10.0, "", low_open=True)
+        check_number("contrast", self.contrast, 0.0, 1.0, "", low_open=True)
+        check_number("background_amplitude", self.background_amplitude, 0.0, 0.95, "")
+        check_number("background_width", self.background_width, 0.0, 10.0, "", low_open=True)
         _check_centre(self.background_centre)
         centre = tuple(float(c) for c in self.background_centre)
         object.__setattr__(self, "background_centre", centre)
-        _check_number("background_variation", self.background_variation, 0.0, 0.5, "")
-        _check_number("blur_sigma", self.blur_sigma, 0.0, 50.0, "pixels")
-        _check_number("gain", self.gain, 0.0, 1e6, "counts per electron", low_open=True)
-        _check_number("offset", self.offset, 0.0, 65535.0, "counts")
-        _check_number("read_noise", self.read_noise, 0.0, 65535.0, "counts")
-        _check_number("hot_fraction", self.hot_fraction, 0.0, 0.1, "")
-        _check_number("dead_fraction", self.dead_fraction, 0.0, 0.1, "")
-        _check_integer("bit_depth", self.bit_depth, 1, 16)
-        _check_integer("binning", self.binning, 1, 32)
-        _check_choice("binning_mode", self.binning_mode, ("sum", "mean"))
-        _check_number("partial_fraction", self.partial_fraction, 0.0, 1.0, "")
-        _check_number("partial_dim", self.partial_dim, 0.0, 1.0, "")
+        check_number("background_variation", self.background_variation, 0.0, 0.5, "")
+        check_number("blur_sigma", self.blur_sigma, 0.0, 50.0, "pixels")
+        check_number("gain", self.gain, 0.0, 1e6, "counts per electron", low_open=True)
+        check_number("offset", self.offset, 0.0, 65535.0, "counts")
+        check_number("read_noise", self.read_noise, 0.0, 65535.0, "counts")
+        check_number("hot_fraction", self.hot_fraction, 0.0, 0.1, "")
+        check_number("dead_fraction", self.dead_fraction, 0.0, 0.1, "")
+        check_integer("bit_depth", self.bit_depth, 1, 16)
+        check_integer("binning", self.binning, 1, 32)
+        check_choice("binning_mode", self.binning_mode, ("sum", "mean"))
+        check_number("partial_fraction", self.partial_fraction, 0.0, 1.0, "")
+        check_number("partial_dim", self.partial_dim, 0.0, 1.0, "")
 
     @property
     def dtype(self) -> np.dtype:
@@ -131,36 +131,14 @@ class DetectorParams:
         return 2**self.bit_depth - 1
 
 
-def _check_number(field: str, value: object, low: float, high: float, unit: str,
-                  low_open: bool = False) -> None:
-    unit = f" {unit}" if unit else ""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise PhysicsInputError(f"{field}: must be a number, got {value!r}")
-    if not math.isfinite(value):
-        raise PhysicsInputError(f"{field}: must be finite, got {value}")
-    if low_open and value <= low:
-        raise PhysicsInputError(f"{field}: must be > {low:g}{unit}, got {value:g}")
-    if value < low or value > high:
-        raise PhysicsInputError(f"{field}: must be within [{low:g}, {high:g}]{unit}, got {value:g}")
 
-
-def _check_integer(field: str, value: object, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise PhysicsInputError(f"{field}: must be an integer, got {value!r}")
-    if not low <= value <= high:
-        raise PhysicsInputError(f"{field}: must be within [{low}, {high}], got {value}")
-
-
-def _check_choice(field: str, value: object, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise PhysicsInputError(f"{field}: must be one of {', '.join(choices)}, got {value!r}")
 
 
 def _check_centre(centre: object) -> None:
     if not isinstance(centre, (tuple, list)) or len(centre) != 2:
         raise PhysicsInputError(f"background_centre: must be a pair (x, y), got {centre!r}")
     for value in centre:
-        _check_number("background_centre", value, -10.0, 10.0, "pattern widths")
+        check_number("background_centre", value, -10.0, 10.0, "pattern widths")
 
 
 PRESETS: Mapping[str, DetectorParams] = MappingProxyType({

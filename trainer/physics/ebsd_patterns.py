@@ -17,9 +17,9 @@ from .detector_model import Detector, preset
 from .ebsd_projection import project_patterns
 from .errors import PhysicsInputError
 from .files import atomic_output
-from .sampling import check_count, random_rotations
 from .geometry import EBSDGeometry
 from .master_pattern import DEFAULT_VOLTAGE_KV, MasterPattern, kinematical_master_pattern
+from .sampling import check_count, random_rotations
 
 DEFAULT_PC = (0.5, 0.3, 0.6)
 """A typical pattern centre (Bruker x*, y*, z*) for a 70° tilted sample: the centre sits in

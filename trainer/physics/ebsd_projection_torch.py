@@ -11,15 +11,13 @@ This is the only module of ``diffstream.trainer.physics`` that imports torch.
 """
 from __future__ import annotations
 
-import math
-import time
-
 import numpy as np
 import torch
 
 from .ebsd_projection import FOUR_OVER_PI, benchmark_inputs, pattern_frames, synthetic_master_pattern
 from .geometry import EBSDGeometry
 from .master_pattern import MasterPattern
+from .timing import best_rate
 
 
 class TorchEBSDProjector(torch.nn.Module):
@@ -92,19 +90,15 @@ def measure_torch_projection_rate(shape: tuple[int, int] = (60, 60), n_patterns:
     synchronising CUDA so the clock sees the work); printed by benchmarks, never asserted."""
     geometry, quaternions = benchmark_inputs(shape, n_patterns)
     projector = TorchEBSDProjector(synthetic_master_pattern(), geometry, device=device)
-    run = torch.compile(projector) if compile else projector
+    run_batch = torch.compile(projector) if compile else projector
     batches = torch.tensor(quaternions, dtype=torch.float32, device=device).split(batch_size)
-    best = math.inf
-    with torch.inference_mode():
-        for attempt in range(repeats + 1):
-            _synchronize(device)
-            start = time.perf_counter()
+
+    def run() -> None:
+        with torch.inference_mode():
             for batch in batches:
-                run(batch)
-            _synchronize(device)
-            if attempt:
-                best = min(best, time.perf_counter() - start)
-    return n_patterns / best
+                run_batch(batch)
+
+    return best_rate(run, n_patterns, repeats, sync=lambda: _synchronize(device))
 
 
 def _synchronize(device: str) -> None:

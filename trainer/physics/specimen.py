@@ -27,7 +27,8 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from .catalogue import get_phase_entry
-from .errors import PhysicsInputError
+from .errors import PhysicsInputError, check_number
+from .sampling import uniform_quaternions
 
 MAX_SCAN_SIDE = 8192
 MAX_SCAN_POINTS = 4096 * 4096
@@ -62,7 +63,7 @@ class ComponentTexture:
 
     def __post_init__(self) -> None:
         _check_vector("texture.euler", self.euler)
-        _check_number("texture.spread", self.spread, 0.0, 60.0, "degrees")
+        check_number("texture.spread", self.spread, 0.0, 60.0, "degrees")
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ class FibreTexture:
     def __post_init__(self) -> None:
         _check_direction("texture.crystal_direction", self.crystal_direction)
         _check_direction("texture.sample_direction", self.sample_direction)
-        _check_number("texture.spread", self.spread, 0.0, 60.0, "degrees")
+        check_number("texture.spread", self.spread, 0.0, 60.0, "degrees")
 
 
 Texture = RandomTexture | ComponentTexture | FibreTexture
@@ -120,20 +121,20 @@ class SpecimenSpec:
     def __post_init__(self) -> None:
         _check_scan_shape(self.scan_shape)
         object.__setattr__(self, "scan_shape", tuple(int(v) for v in self.scan_shape))
-        _check_number("step_size", self.step_size, 0.0, 1e6, "µm", low_open=True)
+        check_number("step_size", self.step_size, 0.0, 1e6, "µm", low_open=True)
         object.__setattr__(self, "phases", _checked_phases(self.phases))
-        _check_number("grain_size", self.grain_size, 1.0, 10.0 * max(self.scan_shape),
+        check_number("grain_size", self.grain_size, 1.0, 10.0 * max(self.scan_shape),
                       "scan steps")
-        _check_number("grain_size_spread", self.grain_size_spread, 0.0, 0.4, "")
+        check_number("grain_size_spread", self.grain_size_spread, 0.0, 0.4, "")
         if not isinstance(self.texture, (RandomTexture, ComponentTexture, FibreTexture)):
             raise PhysicsInputError(f"texture: must be a RandomTexture, ComponentTexture or "
                                     f"FibreTexture, got {self.texture!r}")
-        _check_number("intragrain_spread", self.intragrain_spread, 0.0, 30.0, "degrees")
+        check_number("intragrain_spread", self.intragrain_spread, 0.0, 30.0, "degrees")
         largest = 10.0 * max(self.scan_shape)
-        _check_number("intragrain_length", self.intragrain_length, 0.0, largest, "scan steps")
-        _check_number("empty_fraction", self.empty_fraction, 0.0, 0.95, "")
+        check_number("intragrain_length", self.intragrain_length, 0.0, largest, "scan steps")
+        check_number("empty_fraction", self.empty_fraction, 0.0, 0.95, "")
         if self.empty_size is not None:
-            _check_number("empty_size", self.empty_size, 1.0, largest, "scan steps")
+            check_number("empty_size", self.empty_size, 1.0, largest, "scan steps")
         if (isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer))
                 or self.seed < 0):
             raise PhysicsInputError(f"seed: must be a non-negative integer, got {self.seed!r}")
@@ -327,7 +328,7 @@ def _grain_orientations(grain_phase: np.ndarray, phases: list[Phase], texture: T
 
 def _sample_texture(texture: Texture, phase: Phase, n: int, rng: np.random.Generator) -> np.ndarray:
     if isinstance(texture, RandomTexture):
-        return _uniform_quaternions(n, rng)
+        return uniform_quaternions(n, rng)
     if isinstance(texture, ComponentTexture):
         ideal = Rotation.from_euler(texture.euler, degrees=True)
         return (Rotation(_scatter_quats(n, texture.spread, rng)) * ideal).data
@@ -337,14 +338,6 @@ def _sample_texture(texture: Texture, phase: Phase, n: int, rng: np.random.Gener
     spin = Rotation(_rotvec_to_quat(np.outer(rng.uniform(0, 2 * np.pi, n), crystal)))
     return (Rotation(_scatter_quats(n, texture.spread, rng)) * spin * onto_fibre).data
 
-
-def _uniform_quaternions(n: int, rng: np.random.Generator) -> np.ndarray:
-    """Uniform on SO(3) as orix's ``Rotation.random`` draws them (normalised 4-D Gaussians,
-    w ≥ 0), but from a seeded generator."""
-    quats = rng.standard_normal((n, 4))
-    quats /= np.linalg.norm(quats, axis=1, keepdims=True)
-    quats[quats[:, 0] < 0] *= -1
-    return quats
 
 
 def _scatter_quats(n: int, mean_angle_deg: float, rng: np.random.Generator) -> np.ndarray:
@@ -423,7 +416,7 @@ def _checked_phases(phases: object) -> tuple[tuple[str, float], ...]:
         if not isinstance(item, (tuple, list)) or len(item) != 2:
             raise PhysicsInputError(f"phases: entries must be (name, fraction) pairs, got {item!r}")
         name, fraction = item
-        _check_number("phases", fraction, 0.0, 1.0, f"(fraction of {name!r})")
+        check_number("phases", fraction, 0.0, 1.0, f"(fraction of {name!r})")
         checked.append((get_phase_entry(str(name)).name, float(fraction)))
     names = [name for name, _ in checked]
     if len(set(names)) != len(names):
@@ -448,25 +441,12 @@ def _check_scan_shape(shape: object) -> None:
             f"scan_shape: {shape[0]}×{shape[1]} is more than {MAX_SCAN_POINTS} scan points")
 
 
-def _check_number(field_name: str, value: object, low: float, high: float, unit: str,
-                  low_open: bool = False) -> None:
-    unit = f" {unit}" if unit else ""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise PhysicsInputError(f"{field_name}: must be a number, got {value!r}")
-    if not math.isfinite(value):
-        raise PhysicsInputError(f"{field_name}: must be finite, got {value}")
-    if low_open and value <= low:
-        raise PhysicsInputError(f"{field_name}: must be > {low:g}{unit}, got {value:g}")
-    if value < low or value > high:
-        raise PhysicsInputError(
-            f"{field_name}: must be within [{low:g}, {high:g}]{unit}, got {value:g}")
-
 
 def _check_vector(field_name: str, value: object) -> None:
     if not isinstance(value, (tuple, list)) or len(value) != 3:
         raise PhysicsInputError(f"{field_name}: must be three numbers, got {value!r}")
     for component in value:
-        _check_number(field_name, component, -1e6, 1e6, "")
+        check_number(field_name, component, -1e6, 1e6, "")
 
 
 def _check_direction(field_name: str, value: object) -> None:

@@ -75,12 +75,13 @@ def write_hspy(pattern_set: SpedPatternSet, path: str | Path) -> Path:
     geometry = pattern_set.geometry
     rows, cols = geometry.shape
     x0, y0 = geometry.centre
+    step = geometry.calibration
     signal = hs.signals.Signal2D(
         pattern_set.patterns,
         axes=[
             {"size": len(pattern_set.patterns), "name": "pattern", "navigate": True},
-            {"size": rows, "name": "ky", "units": "1/Å", "scale": geometry.calibration, "offset": -y0 * geometry.calibration},
-            {"size": cols, "name": "kx", "units": "1/Å", "scale": geometry.calibration, "offset": -x0 * geometry.calibration},
+            {"size": rows, "name": "ky", "units": "1/Å", "scale": step, "offset": -y0 * step},
+            {"size": cols, "name": "kx", "units": "1/Å", "scale": step, "offset": -x0 * step},
         ],
     )
     signal.metadata.General.title = f"diffstream simulated SPED {pattern_set.phase.name}"
@@ -89,8 +90,8 @@ def write_hspy(pattern_set: SpedPatternSet, path: str | Path) -> Path:
     signal.metadata.set_item("Simulation.phase", pattern_set.phase.name)
     signal.metadata.set_item("Simulation.space_group", pattern_set.phase.space_group.number)
     signal.metadata.set_item("Simulation.orientations_wxyz", pattern_set.rotations.data)
-    signal.metadata.set_item("Simulation.geometry", {k: v for k, v in asdict(geometry).items() if v is not None})
-    signal.metadata.set_item("Simulation.render", {k: v for k, v in asdict(pattern_set.settings).items() if v is not None})
+    for key, settings in (("geometry", geometry), ("render", pattern_set.settings)):
+        signal.metadata.set_item(f"Simulation.{key}", {k: v for k, v in asdict(settings).items() if v is not None})
     with atomic_output(path) as tmp:
         signal.save(tmp, overwrite=True)
     return path
