@@ -89,3 +89,22 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, field) 
     assert len(lines) == 1 and lines[0].startswith("diffstream: error: ")
     assert field in lines[0]
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (["--phases", "Ni:0.5,Fe:0.2"], "phases"),
+        (["--phases", "Ni:half"], "phases"),
+        (["--phases", "Kryptonite:1"], "phase"),
+        (["--scan", "0x10"], "scan_shape"),
+        (["--scan", "ten-by-ten"], "scan"),
+        (["--grain-size", "-1"], "grain_size"),
+    ],
+)
+def test_bad_specimen_is_one_line_exit_2_and_writes_nothing(tmp_path, args, field) -> None:
+    result = run_diffstream("simulate", "specimen", *args, "--out", str(tmp_path / "t.h5"))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"diffstream: error: {field}")
+    assert list(tmp_path.iterdir()) == []
