@@ -13,21 +13,15 @@ from fractions import Fraction
 from importlib import resources
 
 from diffpy.structure import Atom, Lattice, Structure
-from diffpy.structure.spacegroups import GetSpaceGroup
-from diffpy.structure.symmetryutilities import ExpandAsymmetricUnit
 from orix.crystal_map import Phase
 
 from .errors import PhysicsInputError
+from .structure_factors import full_cell_phase
 
 BRAVAIS_LATTICES = ("aP", "mP", "mC", "oP", "oC", "oI", "oF", "tP", "tI", "hP", "hR", "cP", "cI", "cF")
 
 DEFAULT_B_ISO = 0.5
 """Isotropic Debye-Waller factor (Å²) for sites whose source gives none."""
-
-SAME_SITE_TOLERANCE = 1e-4
-"""Fractional distance below which two symmetry images are one site; well above the rounding
-of published coordinates, well below any real interatomic distance."""
-
 
 @dataclass(frozen=True)
 class AtomSite:
@@ -36,9 +30,9 @@ class AtomSite:
     occupancy: float = 1.0
     b_iso: float = DEFAULT_B_ISO
 
-    def atom(self, xyz: tuple[float, float, float] | None = None) -> Atom:
-        """A fresh diffpy ``Atom`` for this site, optionally at one of its symmetry images."""
-        atom = Atom(self.element, list(self.xyz if xyz is None else xyz), occupancy=self.occupancy)
+    def atom(self) -> Atom:
+        """A fresh diffpy ``Atom`` for this site."""
+        atom = Atom(self.element, list(self.xyz), occupancy=self.occupancy)
         atom.Bisoequiv = self.b_iso
         return atom
 
@@ -60,18 +54,11 @@ class PhaseEntry:
 
     def structure(self) -> Structure:
         """The asymmetric unit as a diffpy ``Structure``."""
-        return self._structure([site.atom() for site in self.atoms])
+        return Structure(atoms=[site.atom() for site in self.atoms], lattice=Lattice(*self.lattice), title=self.name)
 
     def full_structure(self) -> Structure:
-        """Every atom of the conventional cell, expanded in fractional coordinates with diffpy's
-        own operations for this space-group number.
-
-        Use this (or ``full_phase()``), never orix's ``Phase.expand_asymmetric_unit()``: orix
-        maps positions back through the lattice it had before re-basing, which scrambles
-        non-orthogonal cells once the fractional coordinates are right (12 sites instead of 2
-        for hcp Ti from ``phase()``).
-        """
-        return self._structure([site.atom(xyz) for site, xyz in self._cell_sites])
+        """Every atom of the conventional cell as a diffpy ``Structure`` (see ``full_phase``)."""
+        return self.full_phase().structure
 
     def phase(self) -> Phase:
         """An orix ``Phase`` holding the asymmetric unit, for symmetry and orientation work;
@@ -80,30 +67,21 @@ class PhaseEntry:
 
     def full_phase(self) -> Phase:
         """An orix ``Phase`` holding the whole cell, ready for structure factors (diffsims,
-        kikuchipy) without any further expansion."""
-        return self._phase(self.full_structure())
+        kikuchipy) without any further expansion.
+
+        Use this, never orix's ``Phase.expand_asymmetric_unit()``: orix maps positions back
+        through the lattice it had before re-basing, which scrambles non-orthogonal cells
+        (12 sites instead of 2 for hcp Ti). The expansion is the one the structure factors
+        use, in fractional coordinates."""
+        return self._full_phase.deepcopy()
+
+    @functools.cached_property
+    def _full_phase(self) -> Phase:
+        return full_cell_phase(self.phase())
 
     @property
     def point_group(self) -> str:
         return self.phase().point_group.name
-
-    @functools.cached_property
-    def _cell_sites(self) -> tuple[tuple[AtomSite, tuple[float, float, float]], ...]:
-        """Each site with every fractional position of its orbit; cached because diffpy's
-        expansion takes a noticeable fraction of a second for the cubic groups."""
-        expansion = ExpandAsymmetricUnit(
-            GetSpaceGroup(self.space_group),
-            [list(site.xyz) for site in self.atoms],
-            eps=SAME_SITE_TOLERANCE,
-        )
-        return tuple(
-            (site, tuple(float(v) for v in xyz))
-            for site, images in zip(self.atoms, expansion.expandedpos)
-            for xyz in images
-        )
-
-    def _structure(self, atoms: list[Atom]) -> Structure:
-        return Structure(atoms=atoms, lattice=Lattice(*self.lattice), title=self.name)
 
     def _phase(self, structure: Structure) -> Phase:
         """orix re-bases the lattice to its own Cartesian frame (x ∥ a, z ∥ c*) and diffpy keeps

@@ -16,22 +16,15 @@ The projection is linear in g, which is what a constant Å⁻¹-per-pixel calibr
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
 import numpy as np
-from diffsims.utils.lobato_scattering_params import ATOMIC_SCATTERING_PARAMS_LOBATO
 from orix.crystal_map import Phase
 from orix.vector import Miller
 from scipy import constants
 
 from .errors import PhysicsInputError
-
-EXTINCTION_THRESHOLD = 1e-9
-"""|F|² below this fraction of |F(000)|² is a systematic absence, not a weak reflection."""
-
-_REFLECTION_BLOCK = 8192
-"""Reflections per structure-factor block: bounds memory at block × atoms complex numbers."""
+from .structure_factors import full_cell_sites, is_extinct, reflections_within, structure_factors
 
 MAX_SCATTERING_ANGLE = 0.2
 """rad; there tan(2θ) exceeds 2θ by 1.4 %, the end of a constant Å⁻¹-per-pixel calibration."""
@@ -191,117 +184,20 @@ class ReflectionTable:
     def from_phase(cls, phase: Phase, max_g: float) -> ReflectionTable:
         """Reflections with 0 < |g| ≤ max_g (Å⁻¹) and a structure factor that is not extinct.
 
-        ``phase`` may hold the asymmetric unit or the full cell: sites are expanded by the
-        space group and coincident copies merged, so either gives the same table.
+        ``phase`` may hold the asymmetric unit or the full cell: the shared expansion
+        (:func:`.structure_factors.full_cell_sites`) merges coincident copies, so either
+        gives the same table.
         """
-        if not (np.isfinite(max_g) and max_g > 0):
-            raise PhysicsInputError(f"max_g: {max_g!r} Å⁻¹ must be a positive number")
-        hkl = _indices_within(phase, max_g)
+        hkl = reflections_within(phase, max_g)
         g_crystal = Miller(hkl=hkl, phase=phase).data
-        sites = _full_cell_sites(phase)
-        f_sq = np.abs(_structure_factors(sites, hkl, np.linalg.norm(g_crystal, axis=1))) ** 2
-        f000 = float(np.abs(_structure_factors(sites, np.zeros((1, 3)), np.zeros(1)))[0] ** 2)
-        keep = f_sq > EXTINCTION_THRESHOLD * f000
+        sites = full_cell_sites(phase)
+        factors = structure_factors(sites, hkl)
+        keep = ~is_extinct(factors, sites)
         volume = float(phase.structure.lattice.volume)
         return cls(
-            hkl=hkl[keep], g_crystal=g_crystal[keep], intensity=f_sq[keep], cell_volume=volume
+            hkl=hkl[keep], g_crystal=g_crystal[keep], intensity=np.abs(factors[keep]) ** 2,
+            cell_volume=volume,
         )
-
-
-@dataclass(frozen=True)
-class _Sites:
-    elements: tuple[str, ...]
-    xyz: np.ndarray
-    occupancy: np.ndarray
-    b_iso: np.ndarray
-
-
-def _indices_within(phase: Phase, max_g: float) -> np.ndarray:
-    """All hkl ≠ 000 with |g| ≤ max_g; |h| ≤ |g|·a bounds the search box."""
-    lattice = phase.structure.lattice
-    limits = [int(np.floor(max_g * length)) for length in (lattice.a, lattice.b, lattice.c)]
-    axes = [np.arange(-n, n + 1) for n in limits]
-    hkl = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
-    hkl = hkl[np.any(hkl != 0, axis=1)]
-    g = np.linalg.norm(hkl @ lattice.recbase.T, axis=1)
-    return hkl[g <= max_g]
-
-
-def _full_cell_sites(phase: Phase) -> _Sites:
-    """Every atom of the unit cell. orix's own ``expand_asymmetric_unit`` misplaces atoms in
-    hexagonal cells, so the space group's operations act on fractional coordinates here;
-    merging coincident sites makes this idempotent on an already full cell."""
-    operations = list(phase.space_group.iter_symops()) if phase.space_group is not None else []
-    rotations = np.array([op.R for op in operations]) if operations else np.eye(3)[None]
-    translations = np.array([op.t for op in operations]) if operations else np.zeros((1, 3))
-    elements: list[str] = []
-    xyz, occupancy, b_iso = np.zeros((0, 3)), [], []
-    for atom in phase.structure:
-        element = _element_symbol(atom.element)
-        orbit = np.mod(rotations @ np.asarray(atom.xyz, dtype=float) + translations, 1.0)
-        # Keep a position unless an earlier one in its orbit, or an already kept site of the
-        # same element, coincides with it.
-        orbit = orbit[~np.triu(_coincide(orbit, orbit), k=1).any(axis=0)]
-        same = np.array([e == element for e in elements], dtype=bool)
-        orbit = orbit[~_coincide(orbit, xyz[same]).any(axis=1)]
-        elements += [element] * len(orbit)
-        xyz = np.vstack([xyz, orbit])
-        occupancy += [float(atom.occupancy)] * len(orbit)
-        b_iso += [float(atom.Bisoequiv)] * len(orbit)
-    return _Sites(tuple(elements), xyz, np.array(occupancy), np.array(b_iso))
-
-
-def _coincide(a: np.ndarray, b: np.ndarray, tolerance: float = 1e-3) -> np.ndarray:
-    """(len(a), len(b)) whether fractional positions coincide modulo lattice translations."""
-    difference = a[:, None, :] - b[None, :, :]
-    difference -= np.round(difference)
-    return np.all(np.abs(difference) < tolerance, axis=-1)
-
-
-def _element_symbol(label: str) -> str:
-    """'Ni', 'Ni2+' and 'NI' all scatter as Ni (ionic charge is beyond this model)."""
-    match = re.match(r"[A-Za-z]{1,2}", str(label))
-    symbol = match.group(0).capitalize() if match else ""
-    if symbol not in ATOMIC_SCATTERING_PARAMS_LOBATO:
-        raise PhysicsInputError(f"phase: no electron scattering factors for element {label!r}")
-    return symbol
-
-
-def _structure_factors(sites: _Sites, hkl: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """F(hkl) = Σ occ · f(g) · exp(−B g²/4) · exp(2πi h·x) over the full cell, in blocks of
-    reflections so that large cells (anorthite: 104 atoms) stay within memory."""
-    species = sorted(set(sites.elements))
-    species_of_site = np.array([species.index(e) for e in sites.elements])
-    params = np.array([ATOMIC_SCATTERING_PARAMS_LOBATO[e] for e in species])  # (E, 5, 2)
-    out = np.empty(len(hkl), dtype=complex)
-    for lo in range(0, len(hkl), _REFLECTION_BLOCK):
-        block = slice(lo, lo + _REFLECTION_BLOCK)
-        g2 = g[block] ** 2
-        f = _lobato(params, g2)[:, species_of_site]  # (G, A)
-        debye_waller = np.exp(-0.25 * np.outer(g2, sites.b_iso))
-        out[block] = (f * debye_waller * _phase_factors(hkl[block], sites.xyz)) @ sites.occupancy
-    return out
-
-
-def _phase_factors(hkl: np.ndarray, xyz: np.ndarray) -> np.ndarray:
-    """exp(2πi h·x) as a product of per-axis tables exp(2πi h x), exp(2πi k y), exp(2πi l z):
-    three look-ups and two products instead of one complex exponential per (reflection, atom),
-    several times faster for large cells."""
-    factors = np.ones((len(hkl), len(xyz)), dtype=complex)
-    for axis in range(3):
-        index = hkl[:, axis].astype(np.int64)
-        low = index.min(initial=0)
-        orders = np.arange(low, index.max(initial=0) + 1)
-        factors *= np.exp(2j * np.pi * np.outer(orders, xyz[:, axis]))[index - low]
-    return factors
-
-
-def _lobato(params: np.ndarray, g2: np.ndarray) -> np.ndarray:
-    """Electron scattering factors (Å) of each species at each g²: Lobato & Van Dyck,
-    Acta Cryst. A70 (2014) 636, with diffsims' table of their parameters."""
-    a, b = params[None, :, :, 0], params[None, :, :, 1]
-    bg2 = b * g2[:, None, None]
-    return np.sum(a * (2 + bg2) / (1 + bg2) ** 2, axis=-1)
 
 
 PAPER2_GEOMETRY = SpedGeometry()
