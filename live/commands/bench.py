@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import platform
@@ -24,11 +25,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sim.set_defaults(handler=_run_simulate)
 
 
+def _cpu_model() -> str:
+    """The CPU's marketing name where Linux tells it; the architecture otherwise."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _machine() -> dict:
     return {
         "cpu_cores": os.cpu_count(),
-        "processor": platform.processor() or platform.machine(),
+        "processor": _cpu_model(),
         "python": platform.python_version(),
+        "date": datetime.date.today().isoformat(),
     }
 
 
@@ -85,7 +99,7 @@ def _torch_rows(n: int) -> list[dict]:
 def _run_simulate(args: argparse.Namespace) -> int:
     rows = _simulate_rows(args.n)
     if args.json:
-        print(json.dumps({"machine": _machine(), "results": rows}, indent=2))
+        print(json.dumps({"command": "diffstream bench simulate", "machine": _machine(), "results": rows}, indent=2))
         return 0
     machine = _machine()
     print(f"diffstream bench simulate: {machine['cpu_cores']} CPU cores ({machine['processor']}), "
