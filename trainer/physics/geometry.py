@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import PhysicsInputError
+from .errors import PhysicsInputError, check_number
 
 if TYPE_CHECKING:
     from kikuchipy.detectors import EBSDDetector
@@ -52,14 +52,14 @@ class EBSDGeometry:
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", _valid_shape(self.shape))
         object.__setattr__(self, "pc", _valid_pc(self.pc))
-        _check_angle("sample_tilt", self.sample_tilt, 0.0, 90.0)
+        check_number("sample_tilt", self.sample_tilt, 0.0, 90.0, "°")
         for name in ("tilt", "azimuthal", "twist"):
-            _check_angle(name, getattr(self, name), -90.0, 90.0)
-        if not (_is_number(self.binning) and self.binning >= 1 and int(self.binning) == self.binning):
+            check_number(name, getattr(self, name), -90.0, 90.0, "°")
+        check_number("binning", self.binning, 1, math.inf)
+        if int(self.binning) != self.binning:
             raise PhysicsInputError(f"binning: must be a positive integer, got {self.binning!r}")
         object.__setattr__(self, "binning", int(self.binning))
-        if not (_is_number(self.px_size) and self.px_size > 0):
-            raise PhysicsInputError(f"px_size: must be a positive pixel size in µm, got {self.px_size!r}")
+        check_number("px_size", self.px_size, 0.0, math.inf, "µm", low_open=True)
 
     @property
     def rows(self) -> int:
@@ -168,19 +168,3 @@ def _valid_pc(pc: object) -> np.ndarray:
         )
     arr.setflags(write=False)
     return arr
-
-
-def _is_number(value: object) -> bool:
-    """A finite real number; bools are refused, as they are never a meant value here."""
-    return (
-        isinstance(value, (int, float, np.integer, np.floating))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-    )
-
-
-def _check_angle(name: str, value: float, low: float, high: float) -> None:
-    if not _is_number(value):
-        raise PhysicsInputError(f"{name}: must be a finite angle in degrees, got {value!r}")
-    if not low <= value <= high:
-        raise PhysicsInputError(f"{name}: {value:g}° is outside [{low:g}, {high:g}]°")

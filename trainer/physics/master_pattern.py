@@ -46,7 +46,7 @@ from kikuchipy.simulations import KikuchiPatternSimulator
 from orix.crystal_map import Phase
 
 from .catalogue import get_phase_entry
-from .errors import PhysicsInputError
+from .errors import PhysicsInputError, check_integer, check_number
 from .structure_factors import (
     full_cell_phase,
     full_cell_sites,
@@ -234,25 +234,15 @@ def _resolve_phase(phase: str | Phase) -> Phase:
 
 
 def _check_voltage(voltage_kv: float) -> None:
-    low, high = VOLTAGE_RANGE_KV
-    if not (isinstance(voltage_kv, (int, float, np.number)) and np.isfinite(voltage_kv)):
-        raise PhysicsInputError(f"voltage: must be a number of kV, got {voltage_kv!r}")
-    if not low <= voltage_kv <= high:
-        raise PhysicsInputError(
-            f"voltage: {voltage_kv:g} kV is outside the EBSD range {low:g}–{high:g} kV"
-        )
+    check_number("voltage", voltage_kv, *VOLTAGE_RANGE_KV, "kV (the EBSD range)")
 
 
 def _check_simulation_settings(half_size: int, min_dspacing: float, min_relative_intensity: float) -> None:
-    integer = isinstance(half_size, (int, np.integer)) and not isinstance(half_size, bool)
-    if not (integer and 16 <= half_size <= 2000):
-        raise PhysicsInputError(f"half_size: must be an integer in [16, 2000], got {half_size!r}")
-    if not (np.isfinite(min_dspacing) and 0.2 <= min_dspacing <= 5.0):
-        raise PhysicsInputError(f"min_dspacing: must be in [0.2, 5] Å, got {min_dspacing!r}")
-    if not (np.isfinite(min_relative_intensity) and 0.0 <= min_relative_intensity < 1.0):
-        raise PhysicsInputError(
-            f"min_relative_intensity: must be in [0, 1), got {min_relative_intensity!r}"
-        )
+    check_integer("half_size", half_size, 16, 2000)
+    check_number("min_dspacing", min_dspacing, 0.2, 5.0, "Å")
+    check_number("min_relative_intensity", min_relative_intensity, 0.0, 1.0)
+    if min_relative_intensity >= 1.0:
+        raise PhysicsInputError(f"min_relative_intensity: must be below 1, got {min_relative_intensity!r}")
 
 
 def _settings(phase: Phase, voltage_kv: float, half_size: int, min_dspacing: float,

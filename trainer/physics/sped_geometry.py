@@ -23,7 +23,7 @@ from orix.crystal_map import Phase
 from orix.vector import Miller
 from scipy import constants
 
-from .errors import PhysicsInputError
+from .errors import PhysicsInputError, check_number
 from .structure_factors import full_cell_sites, is_extinct, reflections_within, structure_factors
 
 MAX_SCATTERING_ANGLE = 0.2
@@ -44,16 +44,6 @@ def electron_wavelength(voltage_kv: float) -> float:
 def _check(field: str, ok: bool, value: object, expected: str) -> None:
     if not ok:
         raise PhysicsInputError(f"{field}: {value!r} {expected}")
-
-
-def _number_in(field: str, value: object, low: float, high: float, unit: str) -> None:
-    ok = _is_finite_number(value) and low <= value <= high
-    _check(field, ok, value, f"{unit} is outside {low:g} to {high:g} {unit}")
-
-
-def _positive(field: str, value: object, unit: str) -> None:
-    ok = _is_finite_number(value) and value > 0
-    _check(field, ok, value, f"must be a positive number of {unit}")
 
 
 def _is_finite_number(value: object) -> bool:
@@ -84,13 +74,13 @@ class SpedGeometry:
     direct_beam_px: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
-        _number_in("voltage_kv", self.voltage_kv, 10.0, 3000.0, "kV")
-        _positive("calibration", self.calibration, "Å⁻¹ per pixel")
+        check_number("voltage_kv", self.voltage_kv, 10.0, 3000.0, "kV")
+        check_number("calibration", self.calibration, 0.0, math.inf, "Å⁻¹ per pixel", low_open=True)
         shape_ok = _is_pair(self.shape) and all(_is_positive_int(n) for n in self.shape)
         _check("shape", shape_ok, self.shape, "must be two positive integers (rows, cols)")
         object.__setattr__(self, "shape", tuple(self.shape))
-        _number_in("precession_deg", self.precession_deg, 0.0, 5.0, "degrees")
-        _number_in("semi_convergence_mrad", self.semi_convergence_mrad, 0.0, 50.0, "mrad")
+        check_number("precession_deg", self.precession_deg, 0.0, 5.0, "degrees")
+        check_number("semi_convergence_mrad", self.semi_convergence_mrad, 0.0, 50.0, "mrad")
         if self.direct_beam_px is not None:
             beam = self.direct_beam_px
             beam_ok = _is_pair(beam) and all(_is_finite_number(v) for v in beam)
@@ -111,10 +101,10 @@ class SpedGeometry:
         cls, camera_length_mm: float, detector_pixel_um: float, **fields: object
     ) -> SpedGeometry:
         """Geometry from the microscope's camera length and the pixel pitch (after binning)."""
-        _positive("camera_length_mm", camera_length_mm, "mm")
-        _positive("detector_pixel_um", detector_pixel_um, "µm")
+        check_number("camera_length_mm", camera_length_mm, 0.0, math.inf, "mm", low_open=True)
+        check_number("detector_pixel_um", detector_pixel_um, 0.0, math.inf, "µm", low_open=True)
         voltage_kv = fields.get("voltage_kv", cls.voltage_kv)
-        _number_in("voltage_kv", voltage_kv, 10.0, 3000.0, "kV")
+        check_number("voltage_kv", voltage_kv, 10.0, 3000.0, "kV")
         # pixel [µm → Å] / (λ [Å] · L [mm → Å]) gives Å⁻¹ per pixel.
         wavelength = electron_wavelength(voltage_kv)
         calibration = (detector_pixel_um * 1e4) / (wavelength * camera_length_mm * 1e7)
@@ -123,7 +113,7 @@ class SpedGeometry:
     def camera_length_mm(self, detector_pixel_um: float) -> float:
         """The camera length that gives this calibration on a detector of the given pixel pitch,
         for headers (the wire protocol's scan_start) that speak in camera lengths."""
-        _positive("detector_pixel_um", detector_pixel_um, "µm")
+        check_number("detector_pixel_um", detector_pixel_um, 0.0, math.inf, "µm", low_open=True)
         return (detector_pixel_um * 1e4) / (self.wavelength * self.calibration * 1e7)
 
     @property
