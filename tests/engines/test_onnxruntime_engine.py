@@ -1,0 +1,67 @@
+"""The ONNX Runtime engine, the model registry and the card, on the brightness fixture model."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fixture_model import CENTRES, build_fixture_model, fixture_card, frame_of_class
+
+from diffstream.engines import (
+    EngineError,
+    ModelCard,
+    ModelCardError,
+    ModelNotFoundError,
+    create_engine,
+    read_card,
+    resolve_model,
+)
+
+
+@pytest.fixture(scope="module")
+def fixture_path(tmp_path_factory):
+    return build_fixture_model(tmp_path_factory.mktemp("model") / "fixture.onnx")
+
+
+def test_card_round_trips_through_the_onnx_file(fixture_path):
+    assert read_card(fixture_path) == fixture_card()
+
+
+def test_card_json_round_trip_and_rejects_other_formats():
+    card = fixture_card((32, 48))
+    assert ModelCard.from_json(card.to_json()) == card
+    with pytest.raises(ModelCardError):
+        ModelCard.from_json('{"format": "something-else/1"}')
+    with pytest.raises(ModelCardError):
+        ModelCard.from_json("not json")
+
+
+def test_engine_outputs_follow_the_contract(fixture_path):
+    engine = create_engine(fixture_path, "onnxruntime")
+    frames = np.stack([frame_of_class(k, seed=k) for k in (2, 0, 1, 1)])
+    frames = np.concatenate([frames, np.full((1, 60, 60), 120, np.uint8)])  # flat: not usable
+    out = engine.infer(frames)
+    assert set(out) == {"class_probabilities", "rotation_matrix", "confidence"}
+    assert out["class_probabilities"].shape == (5, len(CENTRES))
+    np.testing.assert_allclose(out["class_probabilities"].sum(axis=1), 1.0, rtol=1e-5)
+    assert out["class_probabilities"][:4].argmax(axis=1).tolist() == [2, 0, 1, 1]
+    np.testing.assert_array_equal(out["rotation_matrix"], np.broadcast_to(np.eye(3), (5, 3, 3)))
+    assert (out["confidence"][:4] > 0.99).all() and out["confidence"][4] < 0.01
+
+
+def test_engine_accepts_other_frame_sizes_and_batch_sizes(fixture_path):
+    engine = create_engine(fixture_path)
+    for n, shape in ((1, (60, 60)), (7, (32, 40))):
+        frames = np.stack([frame_of_class(1, shape, seed=i) for i in range(n)])
+        assert engine.infer(frames)["class_probabilities"].argmax(axis=1).tolist() == [1] * n
+
+
+def test_unknown_model_and_engine_and_non_onnx_files_give_clear_errors(fixture_path, tmp_path):
+    with pytest.raises(ModelNotFoundError, match="no-such-model"):
+        resolve_model("no-such-model")
+    with pytest.raises(ModelNotFoundError, match="missing.onnx"):
+        resolve_model(tmp_path / "missing.onnx")
+    with pytest.raises(EngineError, match="unknown engine 'warp-drive'"):
+        create_engine(fixture_path, "warp-drive")
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x00not an onnx file")
+    with pytest.raises(ModelCardError, match="junk.onnx"):
+        read_card(junk)
