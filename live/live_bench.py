@@ -1,0 +1,135 @@
+"""``diffstream bench live``: the pipeline's rates next to its two ceilings, from one run.
+
+The ceilings are measured under the same conditions as the pipeline: the same sender (a
+child process streaming random frames of the model's input shape over loopback TCP with
+PUSH/PULL, so nothing is lost and every rate counts every frame), the same engine, the
+same machine at the same moment. Frame content does not change a network's cost, so
+random frames stand in for patterns.
+"""
+from __future__ import annotations
+
+import math
+import multiprocessing
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import zmq
+
+from diffstream.engines import Engine
+
+from .pipeline import LivePipeline
+from .protocol import ScanEnd, decode
+from .receiver import Receiver
+
+COLS = 100
+LATENCY_SECONDS = 3.0
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    frames: int
+    frame_shape: tuple[int, int]
+    kind: str = "ebsd"
+    dtype: str = "uint8"
+    batch_size: int = 256
+    max_wait_s: float = 0.02
+    latency_rate: float = 2000.0
+
+
+def run_live_bench(engine: Engine, model_name: str, settings: BenchSettings) -> dict:
+    """Socket ceiling, engine ceiling, pipeline at full speed, and latency at a paced rate."""
+    socket_fps = socket_ceiling(settings)
+    engine_fps = engine_ceiling(engine, settings)
+    flood = _pipeline_run(engine, model_name, settings, rate=0.0, frames=settings.frames)
+    paced_frames = max(int(settings.latency_rate * LATENCY_SECONDS), settings.batch_size)
+    paced = _pipeline_run(engine, model_name, settings, rate=settings.latency_rate, frames=paced_frames)
+    rates = flood["rates"]
+    return {
+        "socket_ceiling_fps": round(socket_fps, 1),
+        "engine_ceiling_fps": round(engine_fps, 1),
+        "pipeline": {**rates, "frames_received": flood["frames_received"], "frames_dropped": flood["frames_dropped"],
+                     "latency_ms": flood["latency_ms"]},
+        "ingest_vs_socket_ceiling": round(rates["receive_fps"] / socket_fps, 3),
+        "end_to_end_vs_engine_ceiling": round(rates["end_to_end_fps"] / engine_fps, 3),
+        "paced": {"rate_fps": settings.latency_rate, "frames": paced_frames,
+                  "frames_received": paced["frames_received"], "latency_ms": paced["latency_ms"]},
+    }
+
+
+def socket_ceiling(settings: BenchSettings) -> float:
+    """Frames/s a bare PULL loop receives from the bench sender: nothing decoded, nothing copied."""
+    with _Sender(settings, rate=0.0, frames=settings.frames) as sender, zmq.Context() as context:
+        socket = context.socket(zmq.PULL)
+        socket.setsockopt(zmq.LINGER, 0)
+        socket.connect(sender.endpoint)
+        count, first, last = 0, 0.0, 0.0
+        while True:
+            parts = socket.recv_multipart(copy=False)
+            if len(parts) == 2:
+                last = time.perf_counter()
+                first = first or last
+                count += 1
+            elif isinstance(decode(parts), ScanEnd):
+                break
+        socket.close()
+    return (count - 1) / (last - first) if count > 1 and last > first else 0.0
+
+
+def engine_ceiling(engine: Engine, settings: BenchSettings) -> float:
+    """Frames/s of ``engine.infer`` alone on full batches, after a warm-up."""
+    frames = _random_frames(settings.batch_size, settings.frame_shape, engine.card.input_dtype)
+    engine.infer(frames)
+    batches = max(1, settings.frames // settings.batch_size)
+    began = time.perf_counter()
+    for _ in range(batches):
+        engine.infer(frames)
+    return batches * settings.batch_size / (time.perf_counter() - began)
+
+
+def _pipeline_run(engine: Engine, model_name: str, settings: BenchSettings, *, rate: float, frames: int) -> dict:
+    with _Sender(settings, rate=rate, frames=frames) as sender:
+        receiver = Receiver(sender.endpoint, socket_type="pull", batch_size=settings.batch_size,
+                            max_wait_s=settings.max_wait_s)
+        pipeline = LivePipeline(receiver, engine, model_name=model_name)
+        (report,) = pipeline.run()
+    return report.summary
+
+
+class _Sender:
+    """The bench's detector: a child process that binds PUSH, streams one scan, and exits."""
+
+    def __init__(self, settings: BenchSettings, *, rate: float, frames: int) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._queue = context.Queue()
+        self._process = context.Process(
+            target=_send_scan, args=(self._queue, frames, settings, rate), daemon=True)
+
+    def __enter__(self) -> _Sender:
+        self._process.start()
+        self.endpoint = self._queue.get(timeout=60)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._process.join(timeout=30)
+        if self._process.is_alive():
+            self._process.terminate()
+
+
+def _send_scan(queue: multiprocessing.Queue, frames: int, settings: BenchSettings, rate: float) -> None:
+    import threading
+
+    from .detector_sim import Publisher, array_scan, scan_template, stream
+
+    rows = math.ceil(frames / COLS)
+    data = _random_frames(rows * COLS, settings.frame_shape, settings.dtype)
+    start = scan_template(settings.kind, (rows, COLS), settings.frame_shape, settings.dtype, {})
+    with Publisher("tcp://127.0.0.1:*", push=True) as publisher:
+        queue.put(publisher.endpoint)
+        stream(publisher, array_scan(start, data), scan_id="bench", rate=rate, stop=threading.Event())
+
+
+def _random_frames(n: int, frame_shape: tuple[int, int], dtype: str) -> np.ndarray:
+    info = np.iinfo(dtype) if np.issubdtype(np.dtype(dtype), np.integer) else None
+    high = 256 if info is None else min(int(info.max) + 1, 4096)
+    return np.random.default_rng(0).integers(0, high, (n, *frame_shape)).astype(dtype)

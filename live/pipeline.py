@@ -1,0 +1,236 @@
+"""The live pipeline: receiver → engine → decoder → map assembler → files, for one or more scans.
+
+The receiver runs in its own thread and hands over batches in order with the scan events;
+this module's loop is the engine thread. It owns one :class:`ScanRun` per scan, which
+times every stage, tracks each frame's latency from its detector timestamp to the map,
+and writes the scan's files when the scan ends, is superseded, or the user stops.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from diffstream.engines import Engine
+
+from .decoder import decode_outputs
+from .map_assembler import MapAssembler, MapSnapshot
+from .map_outputs import scan_summary, write_scan_outputs
+from .protocol import ScanStart
+from .receiver import Receiver, ReceiverStats, ScanFinished, ScanStarted
+from .truth import Truth, load_truth
+
+log = logging.getLogger("diffstream.live.pipeline")
+
+
+@dataclass
+class ScanRun:
+    """Everything the engine thread knows about the scan it is mapping."""
+
+    start: ScanStart
+    assembler: MapAssembler
+    latency_s: np.ndarray
+    cast_to: np.dtype | None = None
+    frames_mapped: int = 0
+    first_received_t: float = float("inf")
+    last_received_t: float = 0.0
+    last_mapped_t: float = 0.0
+    engine_s: float = 0.0
+    assemble_s: float = 0.0
+    batches: int = 0
+
+    def rates(self) -> dict[str, float]:
+        """Per-stage throughput in frames/s of busy time, and end to end over the scan's wall-clock span."""
+        n = self.frames_mapped
+        span = self.last_mapped_t - self.first_received_t
+        receive_span = self.last_received_t - self.first_received_t
+        return {
+            "receive_fps": _ratio(n, receive_span),
+            "engine_fps": _ratio(n, self.engine_s),
+            "assemble_fps": _ratio(n, self.assemble_s),
+            "end_to_end_fps": _ratio(n, span),
+        }
+
+    def latency_ms(self) -> dict[str, float | None]:
+        seen = self.latency_s[np.isfinite(self.latency_s)] * 1e3
+        if seen.size == 0:
+            return {"p50": None, "p99": None, "max": None}
+        p50, p99 = np.percentile(seen, [50, 99])
+        return {"p50": round(float(p50), 3), "p99": round(float(p99), 3), "max": round(float(seen.max()), 3)}
+
+
+@dataclass(frozen=True)
+class ScanReport:
+    """What one finished (or interrupted) scan produced."""
+
+    scan_id: str
+    summary: dict
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def _ratio(n: int, seconds: float) -> float:
+    return round(n / seconds, 1) if seconds > 0 else 0.0
+
+
+class LivePipeline:
+    """Maps every scan the receiver delivers with one engine; call :meth:`run` from the engine thread."""
+
+    def __init__(self, receiver: Receiver, engine: Engine, *, model_name: str, out_dir: Path | None = None,
+                 truth_path: Path | None = None, follow: bool = False,
+                 on_report: Callable[[ScanReport], None] | None = None) -> None:
+        self.receiver = receiver
+        self.engine = engine
+        self.model_name = model_name
+        self.out_dir = out_dir
+        self.truth_path = truth_path
+        self.follow = follow
+        self.on_report = on_report
+        self.reports: list[ScanReport] = []
+        self._scan: ScanRun | None = None
+        self._scan_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._scan_count = 0
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to finish: the scan in progress is saved as it stands."""
+        self._stop.set()
+
+    def snapshot(self) -> MapSnapshot | None:
+        """The current map for a painter thread; None before the first scan starts."""
+        with self._scan_lock:
+            scan = self._scan
+        return None if scan is None else scan.assembler.snapshot()
+
+    def receiver_stats(self) -> ReceiverStats:
+        return self.receiver.stats()
+
+    def run(self) -> list[ScanReport]:
+        """Map scans until one ends (or forever with ``follow``), then return the reports.
+
+        Ctrl-C (KeyboardInterrupt) and :meth:`stop` end the run the same way: the receiver
+        stops, batches already received are still mapped, and the partial scan is saved.
+        """
+        self.receiver.start()
+        try:
+            while not self._stop.is_set():
+                item = self.receiver.get(timeout=0.1)
+                if item is not None and self._handle(item) and not self.follow:
+                    break
+        finally:
+            self.receiver.stop()
+            self._drain()
+        return self.reports
+
+    def _drain(self) -> None:
+        """Map what the receiver had already accepted, then save a scan left open."""
+        while (item := self.receiver.get(timeout=0)) is not None:
+            self._handle(item)
+        if self._scan is not None:
+            self._finish(self._scan, frames_sent=None, reason="stopped")
+
+    def _handle(self, item: object) -> bool:
+        """Process one item from the receiver; True when a scan has just been finished."""
+        if isinstance(item, ScanStarted):
+            if self._scan is not None:
+                self._finish(self._scan, frames_sent=None, reason="superseded")
+            self._begin(item.start)
+            return False
+        if isinstance(item, ScanFinished):
+            if self._scan is not None and self._scan.start.scan_id == item.start.scan_id:
+                self._finish(self._scan, frames_sent=item.frames_sent, reason=item.reason)
+                return True
+            return False
+        try:
+            if self._scan is not None and self._scan.start.scan_id == item.scan_id:
+                self._map_batch(self._scan, item)
+        finally:
+            self.receiver.release(item)
+        return False
+
+    def _begin(self, start: ScanStart) -> None:
+        card = self.engine.card
+        if start.kind != card.kind:
+            log.error("scan %s is %s but model %s expects %s patterns; its frames are not mapped",
+                      start.scan_id, start.kind, self.model_name, card.kind)
+            return
+        cast_to = None
+        if start.dtype != card.input_dtype:
+            if not np.can_cast(start.dtype, card.input_dtype, "safe"):
+                log.error("scan %s sends %s frames; model %s takes %s and narrowing would lose counts",
+                          start.scan_id, start.dtype, self.model_name, card.input_dtype)
+                return
+            cast_to = np.dtype(card.input_dtype)
+        latency = np.full(start.n_frames, np.nan, dtype=np.float32)
+        scan = ScanRun(start, MapAssembler(start.scan_shape, card.classes), latency, cast_to)
+        with self._scan_lock:
+            self._scan = scan
+        log.info("scan %s started: %d×%d %s frames of %d×%d %s", start.scan_id, *start.scan_shape, start.kind,
+                 *start.frame_shape, start.dtype)
+
+    def _map_batch(self, scan: ScanRun, batch: object) -> None:
+        frames = batch.frames if scan.cast_to is None else batch.frames.astype(scan.cast_to)
+        t0 = time.perf_counter()
+        outputs = self.engine.infer(frames)
+        t1 = time.perf_counter()
+        decoded = decode_outputs(outputs, batch.n)
+        scan.assembler.place(batch.indices, decoded.class_id, decoded.class_probability, decoded.usable,
+                             decoded.rotation_matrices)
+        t2 = time.perf_counter()
+        now = time.time()
+        scan.engine_s += t1 - t0
+        scan.assemble_s += t2 - t1
+        scan.latency_s[batch.indices] = now - batch.sent_t
+        scan.first_received_t = min(scan.first_received_t, float(batch.received_t.min()))
+        scan.last_received_t = max(scan.last_received_t, float(batch.received_t.max()))
+        scan.last_mapped_t = now
+        scan.frames_mapped += batch.n
+        scan.batches += 1
+
+    def _finish(self, scan: ScanRun, *, frames_sent: int | None, reason: str) -> None:
+        with self._scan_lock:
+            self._scan = None
+        summary = self._summary(scan, frames_sent, reason)
+        truth = self._truth()
+        files: dict[str, Path] = {}
+        if self.out_dir is None:
+            summary = scan_summary(scan.assembler.snapshot(), self.engine.card, summary, truth)
+        else:
+            folder = self.out_dir if self._scan_count == 0 else self.out_dir / f"scan-{self._scan_count + 1:03d}"
+            files = write_scan_outputs(folder, scan.assembler, self.engine.card, summary, truth=truth)
+            summary = json.loads(files["summary"].read_text(encoding="utf-8"))
+        self._scan_count += 1
+        report = ScanReport(scan.start.scan_id, summary, files)
+        self.reports.append(report)
+        if self.on_report is not None:
+            self.on_report(report)
+
+    def _truth(self) -> Truth | None:
+        return None if self.truth_path is None else load_truth(self.truth_path)
+
+    def _summary(self, scan: ScanRun, frames_sent: int | None, reason: str) -> dict:
+        stats = self.receiver.stats()
+        received = scan.frames_mapped
+        expected = frames_sent if frames_sent is not None else scan.start.n_frames
+        return {
+            "scan_id": scan.start.scan_id,
+            "kind": scan.start.kind,
+            "frame_shape": list(scan.start.frame_shape),
+            "dtype": scan.start.dtype,
+            "ended_by": reason,
+            "frames_expected": expected,
+            "frames_received": received,
+            "frames_rejected": sum(stats.rejected.values()),
+            "rejected_by_reason": {k: v for k, v in stats.rejected.items() if v},
+            "frames_dropped": max(expected - received, 0),
+            "rates": scan.rates(),
+            "latency_ms": scan.latency_ms(),
+            "batches": scan.batches,
+            "engine": {"name": self.engine.name, "device": self.engine.device},
+            "model": {"name": self.model_name, "card_name": self.engine.card.name},
+        }

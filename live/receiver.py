@@ -1,0 +1,418 @@
+"""The receiving end of the live pipeline: a ZeroMQ SUB (or PULL) socket read by one thread.
+
+Every message is decoded and checked against its scan's scan_start (:mod:`.protocol`);
+faults are counted by reason and logged once per reason, and the stream goes on, because a
+beamline must keep mapping through a glitch rather than stop at it. Accepted frames are
+copied once into a :class:`~.batch_ring.BatchRing`, which hands batches and the scan events
+defined here to the engine thread in arrival order. The thread sleeps in ``zmq.Poller``
+between messages, waking only for messages, a partial batch's deadline, the silence timer
+and a short tick that bounds how long :meth:`Receiver.stop` takes.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from .batch_ring import Allocate, Batch, BatchRing
+from .protocol import REASONS, Frame, Message, ProtocolError, ScanEnd, ScanStart, check_frame, decode
+
+log = logging.getLogger("diffstream.live.receiver")
+
+RECEIVER_REASONS = ("duplicate_index", "conflicting_scan_start")
+"""Faults only a receiver can see, because they need the history of the scan: an index that
+already arrived, and a scan_start that reuses the open scan's id with different contents."""
+
+REJECT_REASONS = REASONS + RECEIVER_REASONS
+"""Every key of :attr:`ReceiverStats.rejected`."""
+
+POLL_TICK_S = 0.1
+"""Longest sleep in poll: how quickly the thread notices :meth:`Receiver.stop`."""
+
+BURST = 1000
+"""Messages read per wake-up before the timers are looked at again."""
+
+_URL = re.compile(r"(tcp|ipc|inproc)://(.+)")
+
+
+@dataclass(frozen=True)
+class ScanStarted:
+    """A scan began; the batches that follow in the stream belong to it."""
+
+    start: ScanStart
+
+
+@dataclass(frozen=True)
+class ScanFinished:
+    """A scan is over: its ``scan_end`` arrived (``reason="scan_end"``), a scan_start of another
+    scan came first (``"superseded"``: the publisher restarted) or the receiver stopped (``"stopped"``).
+
+    ``frames_sent`` is the publisher's count (None without a scan_end); ``frames_received``
+    the frames accepted off the wire, including any the ring then had to drop for back-pressure.
+    """
+
+    start: ScanStart
+    frames_sent: int | None
+    frames_received: int
+    reason: Literal["scan_end", "superseded", "stopped"]
+
+
+@dataclass(frozen=True)
+class ReceiverStats:
+    """A snapshot of the receiver's counters.
+
+    ``state`` is "connecting" (no connection yet, or it dropped), "waiting" (connected, no
+    scan yet), "receiving", "silent" (no message for ``silence_s`` during a scan), "ended"
+    (the last scan finished) or "stopped".
+    ``rejected`` holds every reason of :data:`REJECT_REASONS`, zeros included.
+    ``dropped_missing`` counts frames that never arrived: ``frames_sent`` minus those
+    accepted for scans that ended, and index gaps (below the highest index seen) of scans
+    that were superseded. ``scan_id`` is the open scan's, or the last one's once it ended.
+    ``last_message_t`` is ``time.time()`` of the last message (None before any); ``polls``
+    counts the thread's wake-ups from poll, which shows that an idle receiver sleeps.
+    """
+
+    state: str
+    scan_id: str | None
+    messages: int
+    frames_received: int
+    rejected: dict[str, int]
+    dropped_backpressure: int
+    dropped_missing: int
+    tap_errors: int
+    last_message_t: float | None
+    polls: int
+
+
+@dataclass(eq=False)
+class _OpenScan:
+    """What the receiver thread tracks of the scan in progress."""
+
+    start: ScanStart
+    seen: np.ndarray  # bool per scan index; np.zeros is lazily backed, so a huge scan costs what arrives
+    accepted: int = 0
+    max_index: int = -1
+
+
+class Receiver:
+    """Receives protocol v1 messages from ``url`` on a thread of its own; read batches with :meth:`get`.
+
+    ``socket_type="sub"`` (default) subscribes to everything and never slows the publisher:
+    when the consumer falls behind, frames are dropped and counted (``dropped_backpressure``).
+    ``"pull"`` is lossless: the receiver waits for a free batch slot and ZeroMQ passes the
+    back-pressure on to the PUSH sender. ``tap`` is called in the receiver thread with every
+    message the receiver accepts (scan_starts, repeats included; frames that fit their scan
+    and are new; the open scan's scan_end), before batching, so a recorder sees even frames
+    the ring drops; it must copy a frame's payload to keep it. ``allocate`` is passed to the
+    :class:`BatchRing`. Use as a context manager, or call :meth:`start` and :meth:`stop`.
+    """
+
+    def __init__(self, url: str, *, socket_type: Literal["sub", "pull"] = "sub", batch_size: int = 256,
+                 max_wait_s: float = 0.02, n_slots: int = 8, rcvhwm: int = 10_000, silence_s: float = 2.0,
+                 tap: Callable[[Message], object] | None = None, allocate: Allocate | None = None) -> None:
+        _check_url(url)
+        if socket_type not in ("sub", "pull"):
+            raise ValueError(f"socket_type must be 'sub' or 'pull', got {socket_type!r}")
+        if not silence_s > 0:
+            raise ValueError(f"silence_s must be a positive number of seconds, got {silence_s!r}")
+        self.url = url
+        self.socket_type = socket_type
+        self.silence_s = silence_s
+        self._tap = tap
+        self._ring = BatchRing(batch_size, n_slots=n_slots, max_wait_s=max_wait_s,
+                               mode="drop" if socket_type == "sub" else "block", allocate=allocate)
+        self._lock = threading.Lock()  # guards the counters below, which stats() reads from other threads
+        self._state = "connecting"
+        self._scan_id: str | None = None
+        self._messages = 0
+        self._frames_received = 0
+        self._rejected = dict.fromkeys(REJECT_REASONS, 0)
+        self._dropped_missing = 0
+        self._tap_errors = 0
+        self._last_message_t: float | None = None
+        self._polls = 0
+        # Receiver-thread state.
+        self._scan: _OpenScan | None = None
+        self._last_message_mono = 0.0
+        self._logged: set[str] = set()
+        self._stopping = threading.Event()
+        self._socket, self._monitor = self._connect(url, socket_type, rcvhwm)
+        self._thread = threading.Thread(target=self._run, name="diffstream-receiver", daemon=True)
+
+    # ---- public API ---------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the receiver thread."""
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """End the loop (within about :data:`POLL_TICK_S`) and close the socket.
+
+        A scan still open is finished with reason "stopped"; what was already received stays
+        readable with :meth:`get`.
+        """
+        self._stopping.set()
+        self._ring.interrupt()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        elif self._thread.ident is None:  # never started: nothing else will close the socket
+            self._close()
+            self._set_state("stopped")
+
+    def __enter__(self) -> Receiver:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def get(self, timeout: float | None = None) -> Batch | ScanStarted | ScanFinished | None:
+        """The next batch or scan event in arrival order; None after ``timeout`` seconds without one."""
+        return self._ring.get(timeout)
+
+    def release(self, batch: Batch) -> None:
+        """Give a batch's buffer back to the ring once the engine is done with it."""
+        self._ring.release(batch)
+
+    def stats(self) -> ReceiverStats:
+        """A consistent snapshot of the counters; cheap enough for a painter to call every frame."""
+        with self._lock:
+            return ReceiverStats(
+                state=self._state,
+                scan_id=self._scan_id,
+                messages=self._messages,
+                frames_received=self._frames_received,
+                rejected=dict(self._rejected),
+                dropped_backpressure=self._ring.dropped,
+                dropped_missing=self._dropped_missing,
+                tap_errors=self._tap_errors,
+                last_message_t=self._last_message_t,
+                polls=self._polls,
+            )
+
+    # ---- socket -------------------------------------------------------------------
+
+    @staticmethod
+    def _connect(url: str, socket_type: str, rcvhwm: int) -> tuple[zmq.Socket, zmq.Socket | None]:
+        """Socket and, except for inproc (which reports no connection events), its connection monitor."""
+        socket = zmq.Context.instance().socket(zmq.SUB if socket_type == "sub" else zmq.PULL)
+        socket.setsockopt(zmq.LINGER, 0)
+        socket.setsockopt(zmq.RCVHWM, rcvhwm)
+        if socket_type == "sub":
+            socket.setsockopt(zmq.SUBSCRIBE, b"")
+        monitor = None
+        try:
+            if not url.startswith("inproc://"):
+                monitor = socket.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+            socket.connect(url)
+        except zmq.ZMQError as error:
+            if monitor is not None:
+                socket.disable_monitor()
+                monitor.close(0)
+            socket.close(0)
+            raise ValueError(f"cannot connect to {url!r}: {zmq.strerror(error.errno)}") from None
+        return socket, monitor
+
+    def _close(self) -> None:
+        if self._socket.closed:
+            return
+        if self._monitor is not None:
+            self._socket.disable_monitor()
+            self._monitor.close(0)
+        self._socket.close(0)
+
+    # ---- the receiver thread ------------------------------------------------------
+
+    def _run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._socket, zmq.POLLIN)
+        if self._monitor is None:
+            self._set_state("waiting")
+        else:
+            poller.register(self._monitor, zmq.POLLIN)
+        try:
+            while not self._stopping.is_set():
+                ready = dict(poller.poll(self._timers()))
+                with self._lock:
+                    self._polls += 1
+                if self._monitor is not None and self._monitor in ready:
+                    self._read_monitor()
+                if self._socket in ready:
+                    self._read_burst()
+        except Exception:
+            log.exception("the receiver on %s stopped on an unexpected error", self.url)
+        finally:
+            if self._scan is not None:
+                self._finish_scan(self._scan, None, "stopped")
+            self._close()
+            self._set_state("stopped")
+
+    def _timers(self) -> int:
+        """Hand out a batch whose wait is up and notice silence; milliseconds poll may sleep."""
+        sleep = POLL_TICK_S
+        due = self._ring.flush_due()
+        if due is not None:
+            sleep = min(sleep, due)
+        if self._state == "receiving":
+            quiet_left = self._last_message_mono + self.silence_s - time.monotonic()
+            if quiet_left <= 0:
+                self._set_state("silent")
+            else:
+                sleep = min(sleep, quiet_left)
+        return max(1, math.ceil(sleep * 1e3))
+
+    def _read_monitor(self) -> None:
+        while True:
+            try:
+                event = recv_monitor_message(self._monitor, zmq.NOBLOCK)["event"]
+            except zmq.Again:
+                return
+            if event == zmq.EVENT_CONNECTED and self._state == "connecting":
+                self._set_state("waiting")
+            elif event == zmq.EVENT_DISCONNECTED and self._state == "waiting":
+                self._set_state("connecting")
+
+    def _read_burst(self) -> None:
+        for _ in range(BURST):
+            if self._stopping.is_set():
+                return
+            try:
+                parts = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            self._on_message(parts)
+
+    def _on_message(self, parts: list) -> None:
+        now = time.time()
+        self._last_message_mono = time.monotonic()
+        with self._lock:
+            self._messages += 1
+            self._last_message_t = now
+            if self._state in ("connecting", "silent"):  # a message proves the connection, ends a silence
+                self._state = "waiting" if self._state == "connecting" else "receiving"
+        try:
+            message = decode(parts)
+        except ProtocolError as error:
+            self._reject(error.reason, error.detail)
+            return
+        if isinstance(message, Frame):
+            self._on_frame(message, now)
+        elif isinstance(message, ScanStart):
+            self._on_scan_start(message)
+        else:
+            self._on_scan_end(message)
+
+    def _on_frame(self, frame: Frame, received_t: float) -> None:
+        scan = self._scan
+        if scan is None:
+            self._reject("unknown_scan", f"frame of scan {frame.scan_id!r} before any scan_start of it")
+            return
+        try:
+            check_frame(frame, scan.start)
+        except ProtocolError as error:
+            self._reject(error.reason, error.detail)
+            return
+        if scan.seen[frame.index]:
+            self._reject("duplicate_index", f"index {frame.index} of scan {frame.scan_id!r} arrived again")
+            return
+        scan.seen[frame.index] = True
+        scan.accepted += 1
+        scan.max_index = max(scan.max_index, frame.index)
+        with self._lock:
+            self._frames_received += 1
+        self._call_tap(frame)
+        self._ring.put_frame(frame.index, frame.payload, frame.t, received_t)
+
+    def _on_scan_start(self, start: ScanStart) -> None:
+        scan = self._scan
+        if scan is not None and scan.start.scan_id == start.scan_id:
+            if _same_scan(scan.start, start):
+                self._call_tap(start)  # the publisher's periodic repeat: nothing restarts
+            else:
+                self._reject("conflicting_scan_start",
+                             f"scan_start of open scan {start.scan_id!r} with different contents; the first holds")
+            return
+        if scan is not None:
+            self._finish_scan(scan, None, "superseded")
+        self._scan = _OpenScan(start, np.zeros(start.n_frames, dtype=bool))
+        with self._lock:
+            self._scan_id = start.scan_id
+            self._state = "receiving"
+        self._call_tap(start)
+        self._ring.configure(start.scan_id, start.frame_shape, start.dtype)
+        self._ring.put_event(ScanStarted(start))
+
+    def _on_scan_end(self, end: ScanEnd) -> None:
+        scan = self._scan
+        if scan is None or scan.start.scan_id != end.scan_id:
+            self._reject("unknown_scan", f"scan_end of scan {end.scan_id!r}, which is not open")
+            return
+        self._call_tap(end)
+        self._finish_scan(scan, end.frames_sent, "scan_end")
+
+    def _finish_scan(self, scan: _OpenScan, frames_sent: int | None,
+                     reason: Literal["scan_end", "superseded", "stopped"]) -> None:
+        self._scan = None
+        if reason == "scan_end":
+            missing = max(frames_sent - scan.accepted, 0)
+        elif reason == "superseded":
+            missing = scan.max_index + 1 - scan.accepted
+        else:
+            missing = 0  # stopped: how many were still to come is unknown
+        with self._lock:
+            self._dropped_missing += missing
+            if reason == "scan_end":
+                self._state = "ended"
+        self._ring.put_event(ScanFinished(scan.start, frames_sent, scan.accepted, reason))
+
+    def _reject(self, reason: str, detail: str) -> None:
+        with self._lock:
+            self._rejected[reason] += 1
+        if reason not in self._logged:
+            self._logged.add(reason)
+            log.warning("%s: rejected a message (%s): %s; further %s faults are counted, not logged",
+                        self.url, reason, detail, reason)
+
+    def _call_tap(self, message: Message) -> None:
+        if self._tap is None:
+            return
+        try:
+            self._tap(message)
+        except Exception:
+            with self._lock:
+                self._tap_errors += 1
+            if "tap" not in self._logged:
+                self._logged.add("tap")
+                log.exception("%s: the tap failed; the stream goes on and further tap errors are counted, not logged",
+                              self.url)
+
+    def _set_state(self, state: str) -> None:
+        with self._lock:
+            self._state = state
+
+
+def _same_scan(a: ScanStart, b: ScanStart) -> bool:
+    """Whether ``b`` repeats ``a``: every specified field but the timestamp agrees (unknown keys may differ)."""
+    return (a.kind, a.scan_shape, a.frame_shape, a.dtype, a.encoding, a.geometry) == (
+        b.kind, b.scan_shape, b.frame_shape, b.dtype, b.encoding, b.geometry)
+
+
+def _check_url(url: object) -> None:
+    """Reject what cannot be a ZeroMQ endpoint to connect to, with one line naming it."""
+    match = _URL.fullmatch(url) if isinstance(url, str) else None
+    if match is None:
+        raise ValueError(f"cannot connect to {url!r}: expected tcp://HOST:PORT, ipc://PATH or inproc://NAME")
+    if match[1] == "tcp":
+        host, _, port = match[2].rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"cannot connect to {url!r}: a tcp address needs a host and a port from 1 to 65535, "
+                             "as in tcp://127.0.0.1:5555")

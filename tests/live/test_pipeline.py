@@ -1,0 +1,188 @@
+"""The live pipeline end to end over real sockets on 127.0.0.1, with the brightness fixture model.
+
+Frames are crafted so the fixture model's answer for every scan point is known, which lets
+these tests check placement by index, rejection of malformed messages, partial saves and
+the command line without a trained network.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+from fixture_model import build_fixture_model, frame_of_class
+
+from diffstream.engines import create_engine
+from diffstream.live.pipeline import LivePipeline
+from diffstream.live.protocol import ScanEnd, ScanStart, encode_frame, encode_scan_end, encode_scan_start
+from diffstream.live.receiver import Receiver
+
+SCAN = (6, 8)
+FRAME = (24, 24)
+
+
+@pytest.fixture(scope="module")
+def fixture_path(tmp_path_factory) -> Path:
+    return build_fixture_model(tmp_path_factory.mktemp("model") / "fixture.onnx", FRAME)
+
+
+def expected_classes(seed: int = 3) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 3, size=SCAN[0] * SCAN[1])
+
+
+class Publisher:
+    """A minimal detector server in the test process, bound to a run-time port."""
+
+    def __init__(self) -> None:
+        self.context = zmq.Context()
+        self.socket = self.context.socket(zmq.PUB)
+        self.socket.bind("tcp://127.0.0.1:*")
+        self.url = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.start = ScanStart(scan_id="scan-1", kind="ebsd", scan_shape=SCAN, frame_shape=FRAME, dtype="uint8")
+
+    def announce_until(self, opened: threading.Event | callable, timeout: float = 20) -> None:
+        """Repeat scan_start (as the protocol asks) until the subscriber has opened the scan."""
+        deadline = time.monotonic() + timeout
+        while not opened():
+            assert time.monotonic() < deadline, "the subscriber never opened the scan"
+            self.socket.send_multipart(encode_scan_start(self.start))
+            time.sleep(0.05)
+
+    def frames(self, classes: np.ndarray, indices: range | list[int]) -> None:
+        for i in indices:
+            frame = frame_of_class(int(classes[i]), FRAME, seed=i)
+            self.socket.send_multipart(encode_frame(self.start.scan_id, i, time.time(), frame))
+
+    def end(self, frames_sent: int) -> None:
+        self.socket.send_multipart(encode_scan_end(ScanEnd(self.start.scan_id, frames_sent, time.time())))
+
+    def close(self) -> None:
+        self.socket.close(linger=0)
+        self.context.term()
+
+
+def run_in_thread(pipeline: LivePipeline) -> threading.Thread:
+    thread = threading.Thread(target=pipeline.run, daemon=True)
+    thread.start()
+    return thread
+
+
+def opened(pipeline: LivePipeline):
+    return lambda: pipeline.receiver_stats().scan_id == "scan-1"
+
+
+def test_a_scan_with_malformed_messages_is_mapped_completely_and_the_faults_counted(fixture_path, tmp_path):
+    publisher = Publisher()
+    classes = expected_classes()
+    pipeline = LivePipeline(Receiver(publisher.url, batch_size=16, max_wait_s=0.01), create_engine(fixture_path),
+                            model_name="fixture", out_dir=tmp_path)
+    thread = run_in_thread(pipeline)
+    try:
+        publisher.announce_until(opened(pipeline))
+        order = list(np.random.default_rng(1).permutation(classes.size))  # out of order on purpose
+        publisher.frames(classes, order[:20])
+        publisher.socket.send_multipart([b"\xc1 not msgpack"])
+        publisher.socket.send_multipart([msgpack.packb({"v": 1, "type": "frame", "scan_id": "scan-1", "index": 3}),
+                                         b"short"])
+        publisher.socket.send_multipart(encode_frame("scan-1", 10_000, time.time(), frame_of_class(0, FRAME)))
+        publisher.socket.send_multipart([msgpack.packb({"v": 99, "type": "frame"}), b""])
+        publisher.frames(classes, order[20:])
+        publisher.end(classes.size)
+        thread.join(timeout=30)
+    finally:
+        pipeline.stop()
+        publisher.close()
+    assert not thread.is_alive()
+    (report,) = pipeline.reports
+    summary = report.summary
+    assert summary["frames_received"] == classes.size and summary["frames_dropped"] == 0
+    assert summary["frames_rejected"] == 4
+    assert summary["rejected_by_reason"] == {"not_msgpack": 1, "payload_size": 1, "index_out_of_range": 1,
+                                             "unknown_version": 1}
+    assert summary["ended_by"] == "scan_end"
+    assert summary["latency_ms"]["p99"] is not None
+    written = json.loads((tmp_path / "summary.json").read_text())
+    assert written["scan_size"] == {"rows": SCAN[0], "cols": SCAN[1], "points": classes.size}
+    data_rows = [line for line in (tmp_path / "map.ang").read_text().splitlines() if not line.startswith("#")]
+    assert len(data_rows) == classes.size
+    from orix import io
+
+    xmap = io.load(tmp_path / "map.h5")
+    names = [xmap.phases[int(p)].name for p in xmap.phase_id]
+    assert names == [("cF", "cI", "hP")[k] for k in classes]
+
+
+def test_stopping_mid_scan_saves_the_partial_map(fixture_path, tmp_path):
+    publisher = Publisher()
+    classes = expected_classes()
+    pipeline = LivePipeline(Receiver(publisher.url, batch_size=8, max_wait_s=0.01), create_engine(fixture_path),
+                            model_name="fixture", out_dir=tmp_path)
+    thread = run_in_thread(pipeline)
+    try:
+        publisher.announce_until(opened(pipeline))
+        publisher.frames(classes, range(20))
+        deadline = time.monotonic() + 20
+        while (snap := pipeline.snapshot()) is None or snap.n_received < 20:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        pipeline.stop()
+        thread.join(timeout=30)
+    finally:
+        publisher.close()
+    (report,) = pipeline.reports
+    assert report.summary["ended_by"] == "stopped"
+    assert report.summary["frames_received"] == 20
+    assert report.summary["frames_dropped"] == classes.size - 20
+    assert (tmp_path / "map.ang").is_file() and (tmp_path / "phase.png").is_file()
+
+
+def test_sigterm_stops_the_live_command_and_keeps_what_arrived(fixture_path, tmp_path):
+    publisher = Publisher()
+    classes = expected_classes()
+    exe = Path(sys.executable).with_name("diffstream")
+    out = tmp_path / "maps"
+    process = subprocess.Popen([str(exe), "live", "--connect", publisher.url, "--model", str(fixture_path),
+                                "--headless", "--out", str(out), "--batch-size", "4"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "listening on" in process.stderr.readline()  # the command is up and connecting
+        sent = 0
+        while sent < 12:  # repeated scan_starts let the late subscriber open the scan
+            assert process.poll() is None
+            publisher.socket.send_multipart(encode_scan_start(publisher.start))
+            publisher.frames(classes, [sent])
+            sent += 1
+            time.sleep(0.2)
+        time.sleep(0.5)
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        publisher.close()
+    assert process.returncode == 0, stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ended_by"] == "stopped"
+    assert 1 <= summary["frames_received"] <= 12
+    assert "maps written to" in stderr
+
+
+def test_live_command_errors_are_one_line_with_exit_code_2(fixture_path, tmp_path):
+    from conftest import run_diffstream
+
+    bad_url = run_diffstream("live", "--connect", "htp://nowhere", "--model", str(fixture_path), "--headless")
+    assert bad_url.returncode == 2 and "htp://nowhere" in bad_url.stderr
+    assert len(bad_url.stderr.strip().splitlines()) == 1
+    unknown = run_diffstream("live", "--connect", "tcp://127.0.0.1:9", "--model", "no-such-model", "--headless")
+    assert unknown.returncode == 2 and "no-such-model" in unknown.stderr
+    missing_truth = run_diffstream("live", "--connect", "tcp://127.0.0.1:9", "--model", str(fixture_path),
+                                   "--truth", str(tmp_path / "nope.h5"))
+    assert missing_truth.returncode == 2 and "nope.h5" in missing_truth.stderr
