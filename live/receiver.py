@@ -282,22 +282,27 @@ class Receiver:
                 self._set_state("connecting")
 
     def _read_burst(self) -> None:
-        for _ in range(BURST):
+        # Counters are written by this thread only and read whole under the GIL, so the
+        # per-message path takes no lock; state changes, which are rare, still do.
+        for count in range(BURST):
             if self._stopping.is_set():
-                return
+                break
             try:
                 parts = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
-                return
+                break
             self._on_message(parts)
+        else:
+            count = BURST
+        if count:
+            self._last_message_mono = time.monotonic()
 
     def _on_message(self, parts: list) -> None:
         now = time.time()
-        self._last_message_mono = time.monotonic()
-        with self._lock:
-            self._messages += 1
-            self._last_message_t = now
-            if self._state in ("connecting", "silent"):  # a message proves the connection, ends a silence
+        self._messages += 1
+        self._last_message_t = now
+        if self._state in ("connecting", "silent"):  # a message proves the connection, ends a silence
+            with self._lock:
                 self._state = "waiting" if self._state == "connecting" else "receiving"
         try:
             message = decode(parts)
@@ -326,10 +331,11 @@ class Receiver:
             return
         scan.seen[frame.index] = True
         scan.accepted += 1
-        scan.max_index = max(scan.max_index, frame.index)
-        with self._lock:
-            self._frames_received += 1
-        self._call_tap(frame)
+        if frame.index > scan.max_index:
+            scan.max_index = frame.index
+        self._frames_received += 1
+        if self._tap is not None:
+            self._call_tap(frame)
         self._ring.put_frame(frame.index, frame.payload, frame.t, received_t)
 
     def _on_scan_start(self, start: ScanStart) -> None:

@@ -3,6 +3,7 @@ so tests never read or pollute a user's ~/.cache."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -27,3 +28,21 @@ def run_diffstream(*args: str, timeout: float = 300) -> subprocess.CompletedProc
     """Run the installed ``diffstream`` console script, as a user would from the shell."""
     exe = Path(sys.executable).with_name("diffstream")
     return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=timeout)
+
+
+def start_server(*args: str) -> tuple[subprocess.Popen, str]:
+    """A ``diffstream`` server command (detector-sim, replay) on a free loopback port.
+
+    Returns the process and the endpoint it reports having bound; its stderr stays open
+    for the caller to read.
+    """
+    exe = Path(sys.executable).with_name("diffstream")
+    process = subprocess.Popen([str(exe), *args, "--bind", "tcp://127.0.0.1:*"], stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in process.stderr:
+        lines.append(line)
+        found = re.search(r"bound (tcp://\S+)", line)
+        if found:
+            return process, found.group(1)
+    process.wait(30)
+    raise AssertionError("".join(lines))

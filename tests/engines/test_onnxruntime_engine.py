@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fixture_model import CENTRES, build_fixture_model, fixture_card, frame_of_class
 
 from diffstream.engines import (
     EngineError,
@@ -14,6 +13,7 @@ from diffstream.engines import (
     read_card,
     resolve_model,
 )
+from fixture_model import CENTRES, build_fixture_model, fixture_card, frame_of_class
 
 
 @pytest.fixture(scope="module")

@@ -5,15 +5,13 @@ from __future__ import annotations
 import dataclasses
 import re
 import signal
-import subprocess
-import sys
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
 import zmq
 
+from conftest import start_server
 from diffstream.live import scan_render
 from diffstream.live.detector_sim import Publisher, array_scan, scan_template, serve
 from diffstream.live.protocol import Frame, ScanEnd, ScanStart, decode
@@ -156,28 +154,13 @@ def test_a_scan_too_big_to_render_up_front_is_rendered_ahead_by_workers_identica
     assert up_front[empty].max() < up_front[~empty].max(axis=(1, 2)).min()  # no spots, no direct beam
 
 
-def start_server(*args: str) -> tuple[subprocess.Popen, str]:
-    """``diffstream detector-sim`` on a free port; returns the process and its endpoint."""
-    exe = Path(sys.executable).with_name("diffstream")
-    process = subprocess.Popen([str(exe), "detector-sim", "--bind", ANY_PORT, *args],
-                               stderr=subprocess.PIPE, text=True)
-    lines = []
-    for line in process.stderr:
-        lines.append(line)
-        found = re.search(r"bound (tcp://\S+)", line)
-        if found:
-            return process, found.group(1)
-    process.wait(30)
-    raise AssertionError("".join(lines))
-
-
 def test_command_streams_a_scan_and_writes_a_truth_orix_reads(tmp_path) -> None:
     from orix import io
 
     truth = tmp_path / "truth" / "specimen.h5"
-    process, endpoint = start_server("--kind", "4dstem", "--scan", "6x7", "--frame-size", "24", "--rate", "0",
-                                     "--phases", "Ni:0.5,Fe:0.5", "--grain-size", "3", "--empty-fraction", "0.1",
-                                     "--truth", str(truth))
+    process, endpoint = start_server("detector-sim", "--kind", "4dstem", "--scan", "6x7", "--frame-size", "24",
+                                     "--rate", "0", "--phases", "Ni:0.5,Fe:0.5", "--grain-size", "3",
+                                     "--empty-fraction", "0.1", "--truth", str(truth))
     messages = receive(endpoint)
     assert process.wait(30) == 0, process.stderr.read()
     start = messages[0]
@@ -193,8 +176,8 @@ def test_command_streams_a_scan_and_writes_a_truth_orix_reads(tmp_path) -> None:
 
 
 def test_sigterm_ends_the_scan_with_a_true_scan_end_and_exit_0() -> None:
-    process, endpoint = start_server("--kind", "4dstem", "--scan", "16x16", "--frame-size", "16", "--rate", "40",
-                                     "--phases", "Ni:1")
+    process, endpoint = start_server("detector-sim", "--kind", "4dstem", "--scan", "16x16", "--frame-size", "16",
+                                     "--rate", "40", "--phases", "Ni:1")
     with zmq.Context() as context, context.socket(zmq.SUB) as socket:
         socket.setsockopt(zmq.LINGER, 0)
         socket.setsockopt(zmq.SUBSCRIBE, b"")

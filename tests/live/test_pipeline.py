@@ -18,12 +18,12 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
-from fixture_model import build_fixture_model, frame_of_class
 
 from diffstream.engines import create_engine
 from diffstream.live.pipeline import LivePipeline
 from diffstream.live.protocol import ScanEnd, ScanStart, encode_frame, encode_scan_end, encode_scan_start
 from diffstream.live.receiver import Receiver
+from fixture_model import build_fixture_model, frame_of_class
 
 SCAN = (6, 8)
 FRAME = (24, 24)

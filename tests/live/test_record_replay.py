@@ -5,9 +5,6 @@ they hold."""
 from __future__ import annotations
 
 import json
-import re
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -15,7 +12,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import run_diffstream
+from conftest import run_diffstream, start_server
 from diffstream.live.detector_sim import Publisher, serve
 from diffstream.live.protocol import Frame, ScanStart
 from diffstream.live.recorder import Recorder, record
@@ -148,20 +145,6 @@ def test_replay_of_a_bad_file_is_one_line_and_exit_2(tmp_path, make) -> None:
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("diffstream: error: ")
     assert str(path) in result.stderr
-
-
-def start_server(*args: str) -> tuple[subprocess.Popen, str]:
-    """A ``diffstream`` server command on a free port; returns the process and its endpoint."""
-    exe = Path(sys.executable).with_name("diffstream")
-    process = subprocess.Popen([str(exe), *args, "--bind", ANY_PORT], stderr=subprocess.PIPE, text=True)
-    lines = []
-    for line in process.stderr:
-        lines.append(line)
-        found = re.search(r"bound (tcp://\S+)", line)
-        if found:
-            return process, found.group(1)
-    process.wait(30)
-    raise AssertionError("".join(lines))
 
 
 def test_record_and_replay_commands_round_trip(tmp_path) -> None:
