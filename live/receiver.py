@@ -288,7 +288,7 @@ class Receiver:
             if self._stopping.is_set():
                 break
             try:
-                parts = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
+                parts = self._socket.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 break
             self._on_message(parts)
