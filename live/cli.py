@@ -9,9 +9,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from .commands import bench, demo, detector_sim, live, models, phases, recording, simulate
+from .commands import bench, demo, detector_sim, live, models, phases, recording, simulate, train
 
-COMMAND_GROUPS = (demo, live, detector_sim, recording, models, phases, simulate, bench)
+COMMAND_GROUPS = (demo, live, detector_sim, recording, models, train, phases, simulate, bench)
 
 
 class UserError(Exception):

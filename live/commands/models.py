@@ -32,6 +32,19 @@ def run(args: argparse.Namespace) -> int:
               f"{' '.join(card.class_names)})")
         print(f"  task: {', '.join(card.task)}")
         for key, value in sorted(card.metrics.items()):
-            print(f"  {key}: {value}")
+            print(f"  {key}: {_headline(value)}")
         print(f"  file: {path}")
     return 0
+
+
+def _headline(value: object) -> str:
+    """The scalar figures of a metrics group on one line; tables (confusion, per material) are in --json."""
+    if not isinstance(value, dict):
+        return str(value)
+    parts = []
+    for key, item in value.items():
+        if isinstance(item, (int, float, str)):
+            parts.append(f"{key} {item}")
+        elif isinstance(item, dict) and 0 < len(item) <= 4 and all(isinstance(v, (int, float)) for v in item.values()):
+            parts.append(f"{key} " + ", ".join(f"{k} {v}" for k, v in item.items()))
+    return "; ".join(parts)

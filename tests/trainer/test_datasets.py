@@ -1,0 +1,157 @@
+"""The lattice dataset: materials and classes, determinism, balance, labels and the cache."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from diffstream.trainer.config import DataConfig
+from diffstream.trainer.datasets import (
+    DEMO_PHASES,
+    HOLOHEDRY,
+    LATTICES,
+    TRAINING_MATERIALS,
+    Shard,
+    blind_materials,
+    build_split,
+    class_counts,
+    dataset_cache_root,
+    load_split,
+    split_spec,
+    synthesize_shard,
+    training_materials,
+)
+from diffstream.trainer.datasets.store import shard_plans
+from diffstream.trainer.physics.catalogue import catalogue, get_phase_entry
+from diffstream.trainer.physics.ebsd_projection import synthetic_master_pattern
+from diffstream.trainer.physics.master_pattern import kinematical_master_pattern
+
+TINY = DataConfig(materials=("Ni", "Al", "Fe", "Ti"), blind=("W",), patterns_per_lattice=40,
+                  val_patterns_per_lattice=8, test_patterns_per_phase=6, unusable_fraction=0.1,
+                  master_half_size=24, shard_size=48, seed=3)
+
+
+def _masters(phases: tuple[str, ...]) -> dict:
+    """Random stand-in master patterns: shards only need something to project."""
+    return {name: synthetic_master_pattern(half_size=24, seed=i) for i, name in enumerate(phases)}
+
+
+def _plan(seed: int = 0):
+    return dataclasses.replace(shard_plans(TINY, split_spec(TINY, "train"))[0], seed=(seed, 1, 0))
+
+
+def test_two_training_materials_per_lattice_from_the_catalogue() -> None:
+    assert set(TRAINING_MATERIALS) == set(LATTICES)
+    for lattice, names in TRAINING_MATERIALS.items():
+        assert len(set(names)) == 2
+        assert all(get_phase_entry(n).bravais_lattice == lattice for n in names)
+    assert set(DEMO_PHASES) <= set(training_materials())
+
+
+def test_blind_set_is_every_other_catalogue_material() -> None:
+    training, blind = set(training_materials()), set(blind_materials())
+    assert not training & blind
+    assert training | blind == set(catalogue())
+
+
+def test_holohedry_of_every_lattice() -> None:
+    assert HOLOHEDRY["cF"] == "m-3m" and HOLOHEDRY["hP"] == "6/mmm" and HOLOHEDRY["hR"] == "-3m"
+    for lattice, names in TRAINING_MATERIALS.items():
+        from orix.crystal_map import Phase
+
+        laue = {Phase(point_group=get_phase_entry(n).point_group).point_group.laue.name for n in names}
+        assert laue <= {HOLOHEDRY[lattice], *_subgroups(HOLOHEDRY[lattice])}
+
+
+def _subgroups(holohedry: str) -> set[str]:
+    """Laue groups a lattice's materials may have below its holohedry."""
+    return {"m-3m": {"m-3"}, "6/mmm": {"6/m", "-3m", "-3"}, "4/mmm": {"4/m"}, "-3m": {"-3"}}.get(holohedry, set())
+
+
+def test_same_seed_gives_identical_arrays_and_another_seed_does_not() -> None:
+    plan = _plan(seed=5)
+    masters = _masters(plan.phases)
+    first, second = synthesize_shard(plan, masters), synthesize_shard(plan, masters)
+    for key, value in first.arrays().items():
+        assert np.array_equal(value, second.arrays()[key]), key
+    other = synthesize_shard(_plan(seed=6), masters)
+    assert not np.array_equal(first.frames, other.frames)
+
+
+def test_shard_labels_and_types() -> None:
+    plan = _plan()
+    shard = synthesize_shard(plan, _masters(plan.phases))
+    assert shard.frames.dtype == np.uint8 and shard.frames.shape[1:] == (60, 60)
+    assert len(shard) == sum(plan.counts) + plan.unusable
+    assert shard.usable.sum() == sum(plan.counts)
+    assert (shard.lattice[~shard.usable] == -1).all() and (shard.phase[~shard.usable] == "").all()
+    for name in plan.phases:
+        rows = shard.phase == name
+        assert (shard.lattice[rows] == LATTICES.index(get_phase_entry(name).bravais_lattice)).all()
+    assert np.allclose(np.linalg.norm(shard.quaternions, axis=1), 1.0)
+    assert (np.abs(shard.pc[shard.usable] - 0.5) <= TINY.pc_jitter + 1e-12).all()
+
+
+def test_stored_quaternions_are_the_projected_rotations() -> None:
+    """A frame must match the clean projection of its own stored rotation and pattern
+    centre far better than that of another frame's rotation."""
+    from diffstream.trainer.physics.ebsd_projection import project_patterns
+    from diffstream.trainer.physics.geometry import EBSDGeometry
+
+    master = kinematical_master_pattern("Ni", half_size=48)
+    data = dataclasses.replace(TINY, materials=("Ni",), patterns_per_lattice=24, unusable_fraction=0.0,
+                               high_res_fraction=1.0)
+    plan = shard_plans(data, split_spec(data, "train"))[0]
+    shard = synthesize_shard(plan, {"Ni": master})
+    geometry = EBSDGeometry(shape=(60, 60))
+    own = project_patterns(master, shard.quaternions, geometry.with_pc(shard.pc))
+    shifted = np.roll(own, 1, axis=0)
+
+    def r(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+    frames = shard.frames.astype(np.float64)
+    assert np.mean([r(f, o) for f, o in zip(frames, own)]) > np.mean([r(f, o) for f, o in zip(frames, shifted)]) + 0.15
+
+
+def test_classes_are_balanced_by_construction() -> None:
+    spec = split_spec(DataConfig(patterns_per_lattice=1001), "train")
+    per_lattice = np.zeros(len(LATTICES), dtype=int)
+    for name, count in zip(spec.phases, spec.counts):
+        per_lattice[LATTICES.index(get_phase_entry(name).bravais_lattice)] += count
+    assert (per_lattice == 1001).all()
+    assert max(spec.counts) - min(spec.counts) <= 1
+
+
+def test_material_weights_share_a_lattice_without_changing_its_total() -> None:
+    spec = split_spec(DataConfig(patterns_per_lattice=1000, material_weights={"Ni": 2.0, "fe": 3.0}), "train")
+    counts = dict(zip(spec.phases, spec.counts))
+    assert (counts["Ni"], counts["Al"]) == (667, 333)
+    assert (counts["Fe"], counts["Ta"]) == (750, 250)
+    assert counts["Ti"] + counts["WC"] == 1000 and counts["Ti"] == 500
+
+
+def test_split_round_trip_cache_and_balance() -> None:
+    shard = load_split(TINY, "train", progress=False)
+    counts = class_counts(shard)
+    present = counts[counts > 0]
+    assert (present == TINY.patterns_per_lattice).all() and len(present) == 3
+    assert abs((~shard.usable).mean() - TINY.unusable_fraction) < 0.02
+    folder = build_split(TINY, "train", progress=False)
+    assert folder.parent == dataset_cache_root() and (folder / "manifest.json").is_file()
+    again = load_split(TINY, "train", progress=False)
+    assert np.array_equal(again.frames, shard.frames)
+    reseeded = build_split(dataclasses.replace(TINY, seed=4), "train", progress=False)
+    assert reseeded != folder
+
+
+@pytest.mark.parametrize("split", ["val", "test", "blind", "demo"])
+def test_other_splits(split: str) -> None:
+    shard: Shard = load_split(TINY, split, progress=False)
+    names = set(shard.phase[shard.usable])
+    expected = {"val": {"Ni", "Al", "Fe", "Ti"}, "test": {"Ni", "Al", "Fe", "Ti"}, "blind": {"W"},
+                "demo": set(DEMO_PHASES)}[split]
+    assert names == expected
+    if split == "demo":
+        assert np.allclose(shard.pc, 0.5) and shard.usable.all()

@@ -1,0 +1,180 @@
+"""Training configurations: TOML files under ``trainer/configs/`` read into typed, checked
+dataclasses.
+
+A run is reproducible from its config alone (data, model, optimiser, seeds), so the config
+is copied into every checkpoint and model card. A ``[quick]`` table holds overrides
+(``[quick.data]``, ``[quick.train]``) for a tiny smoke-test run of the same recipe:
+``diffstream train --quick`` must finish in under a minute on a laptop CPU.
+"""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+PAPER1_TRAINING = "paper1-training"
+"""``data.materials`` keyword: two training materials per Bravais lattice (see
+``datasets.lattices.TRAINING_MATERIALS``)."""
+BLIND_REST = "rest"
+"""``data.blind`` keyword: every catalogue material not trained on."""
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    architecture: str = "compact"
+    input_size: tuple[int, int] | None = None
+    """None: the architecture's default (``models.DEFAULT_INPUT_SIZES``)."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Passed to the backbone, e.g. ``widths`` of ``compact``."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    materials: tuple[str, ...] | str = PAPER1_TRAINING
+    blind: tuple[str, ...] | str = BLIND_REST
+    orientation_phases: tuple[str, ...] = ("Ni", "Fe", "Ti")
+    """Phases whose orientation is trained (and marked ``orientation`` in the card)."""
+    patterns_per_lattice: int = 4096
+    """Training patterns per Bravais lattice, shared by its materials (class balance)."""
+    material_weights: dict[str, float] = field(default_factory=dict)
+    """Relative share of a material within its lattice's patterns (default 1 each): e.g. the
+    demo phases at 2 get two thirds of their lattice's frames; every lattice keeps its total."""
+    val_patterns_per_lattice: int = 256
+    test_patterns_per_phase: int = 256
+    """Fresh patterns per material for the final test, the blind test and the demo test."""
+    unusable_fraction: float = 0.08
+    """Share of frames with no pattern (background, noise), which train the confidence to 0."""
+    frame_shape: tuple[int, int] = (60, 60)
+    pattern_centre: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    """Bruker (x*, y*, z*) of the demo geometry; training jitters around it."""
+    pc_jitter: float = 0.04
+    sample_tilt: float = 70.0
+    detector_tilt: float = 0.0
+    voltage_kv: float = 20.0
+    high_res_fraction: float = 0.2
+    """Share of training frames from a high-dose, low-contrast camera instead of the fast one."""
+    master_half_size: int = 400
+    """Lambert half size of the kinematical master patterns (400: the physics default)."""
+    shard_size: int = 4096
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    lr_schedule: str = "cosine"
+    """"cosine" (decays to 1 % over ``epochs``) or "constant" (paper 1's Keras Adam)."""
+    early_stopping_patience: int = 3
+    early_stopping_min_delta: float = 0.001
+    orientation_weight: float = 1.0
+    usable_weight: float = 0.5
+    class_weights: dict[str, float] = field(default_factory=dict)
+    """Cross-entropy weight per class name (default 1). A weight below 1 lowers a class's
+    prior: where the network cannot tell it from another class, it reports the other."""
+    time_limit_minutes: float = 0.0
+    """Stop after the epoch that crosses this wall-clock budget (0: no limit)."""
+    threads: int = 0
+    """torch CPU threads (0: torch's default)."""
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    description: str
+    model: ModelConfig
+    data: DataConfig
+    train: TrainConfig
+    source: str = ""
+    """The TOML text this came from (stored in checkpoints and cards)."""
+    quick: bool = False
+
+
+_SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+
+
+def packaged_config_dir() -> Path:
+    """Where the shipped configs live (``trainer/configs``)."""
+    return Path(str(resources.files("diffstream.trainer") / "configs"))
+
+
+def resolve_config_path(spec: str | Path) -> Path:
+    """A path to a TOML file, or the name of a shipped config (``ebsd-lattice``)."""
+    path = Path(spec)
+    if path.is_file():
+        return path
+    shipped = packaged_config_dir() / f"{spec}.toml"
+    if shipped.is_file():
+        return shipped
+    names = ", ".join(sorted(p.stem for p in packaged_config_dir().glob("*.toml")))
+    raise FileNotFoundError(f"config: no file {spec} and no shipped config of that name ({names})")
+
+
+def load_config(spec: str | Path, quick: bool = False) -> Config:
+    """Read and check a config; ``quick`` applies its ``[quick]`` overrides."""
+    path = resolve_config_path(spec)
+    text = path.read_text(encoding="utf-8")
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config {path}: not valid TOML ({error})") from None
+    return parse_config(raw, text, quick=quick, origin=str(path))
+
+
+def parse_config(raw: dict, text: str = "", quick: bool = False, origin: str = "config") -> Config:
+    """A ``Config`` from parsed TOML (exposed so checkpoints can be re-read from their text)."""
+    unknown = set(raw) - {"name", "description", "quick", *_SECTIONS}
+    if unknown:
+        raise ConfigError(f"{origin}: unknown top-level keys {', '.join(sorted(unknown))}")
+    if "name" not in raw:
+        raise ConfigError(f"{origin}: missing 'name'")
+    overrides = raw.get("quick", {}) if quick else {}
+    sections = {
+        key: _section(cls, {**raw.get(key, {}), **overrides.get(key, {})}, f"{origin} [{key}]")
+        for key, cls in _SECTIONS.items()
+    }
+    return Config(name=str(raw["name"]), description=str(raw.get("description", "")), source=text,
+                  quick=quick, **sections)
+
+
+def _section(cls: type, values: dict, where: str) -> Any:
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    if cls is ModelConfig:
+        options = {k: v for k, v in values.items() if k not in names}
+        values = {k: v for k, v in values.items() if k in names}
+        values["options"] = {**values.get("options", {}), **options}
+    unknown = set(values) - set(names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {', '.join(sorted(unknown))}")
+    converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    try:
+        section = cls(**converted)
+    except TypeError as error:
+        raise ConfigError(f"{where}: {error}") from None
+    _check(section, where)
+    return section
+
+
+def _check(section: Any, where: str) -> None:
+    positive = ("patterns_per_lattice", "val_patterns_per_lattice", "test_patterns_per_phase", "shard_size",
+                "epochs", "batch_size")
+    for name in positive:
+        value = getattr(section, name, 1)
+        if not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{where}: {name} must be a positive integer, got {value!r}")
+    fraction = getattr(section, "unusable_fraction", 0.0)
+    if not 0.0 <= fraction < 1.0:
+        raise ConfigError(f"{where}: unusable_fraction must be in [0, 1), got {fraction!r}")
+    schedule = getattr(section, "lr_schedule", "cosine")
+    if schedule not in ("cosine", "constant"):
+        raise ConfigError(f"{where}: lr_schedule must be 'cosine' or 'constant', got {schedule!r}")

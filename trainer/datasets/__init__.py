@@ -1,0 +1,42 @@
+"""Labelled EBSD datasets for lattice classification (paper 1's task on simulated frames).
+
+The numpy side of the trainer: materials and classes (``lattices``), cameras and empty
+frames (``cameras``), one shard (``synthesis``), cached splits (``store``) and scores
+(``scoring``). Generation is numpy and numba on the CPU (the numpy projector), cached on
+disk, so a GPU never waits on it and any machine can make the same data.
+"""
+from .lattices import (
+    DEMO_PHASES,
+    HOLOHEDRY,
+    LATTICES,
+    ORDERED_SUPERSTRUCTURES,
+    TRAINING_MATERIALS,
+    blind_materials,
+    lattice_index,
+    training_materials,
+)
+from .scoring import score
+from .store import SPLITS, SplitSpec, build_split, class_counts, dataset_cache_root, load_split, split_spec
+from .synthesis import Shard, ShardPlan, synthesize_shard
+
+__all__ = [
+    "DEMO_PHASES",
+    "HOLOHEDRY",
+    "LATTICES",
+    "ORDERED_SUPERSTRUCTURES",
+    "SPLITS",
+    "TRAINING_MATERIALS",
+    "Shard",
+    "ShardPlan",
+    "SplitSpec",
+    "blind_materials",
+    "build_split",
+    "class_counts",
+    "dataset_cache_root",
+    "lattice_index",
+    "load_split",
+    "score",
+    "split_spec",
+    "synthesize_shard",
+    "training_materials",
+]

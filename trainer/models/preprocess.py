@@ -1,0 +1,65 @@
+"""Background removal and per-pattern normalisation, the first layer of every diffstream
+network.
+
+It lives inside the network (and so inside the exported ONNX graph, DESIGN.md) so that raw
+detector integers go in and every backend computes exactly what training saw.
+
+- Dynamic background removal, as EBSD indexing does before anything else (kikuchipy's
+  ``remove_dynamic_background``, which subtracts a Gaussian blur of width/8 by default):
+  the backscatter dome and its drift are smooth and as strong as the Kikuchi bands, so
+  subtracting a wide Gaussian blur of the frame leaves the bands. A network of a few 3×3
+  layers would otherwise spend its capacity learning this high-pass.
+- Subtracting each pattern's mean and dividing by its standard deviation removes the
+  camera's gain, offset and exposure, which vary between microscopes and sessions.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+VARIANCE_FLOOR = 1e-3
+"""Added to the variance (in squared detector counts) so that a constant frame, such as a
+blanked beam, normalises to zeros instead of dividing by zero."""
+
+BACKGROUND_SIGMA = 0.125
+"""Width of the background blur as a fraction of the frame width (kikuchipy's default)."""
+
+
+def gaussian_kernel(sigma: float) -> torch.Tensor:
+    """A normalised 1-D Gaussian of radius 3σ."""
+    radius = max(1, math.ceil(3 * sigma))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    return (kernel / kernel.sum()).to(torch.float32)
+
+
+class PatternNormalise(nn.Module):
+    """Raw frames (N, H, W) of any integer or float dtype → float32 (N, 1, h, w): resized
+    (bilinear) to ``input_size`` when it differs, background removed, then each pattern at
+    zero mean and unit variance."""
+
+    def __init__(self, input_size: tuple[int, int], background_sigma: float = BACKGROUND_SIGMA) -> None:
+        super().__init__()
+        self.input_size = tuple(int(n) for n in input_size)
+        kernel = gaussian_kernel(background_sigma * self.input_size[1])
+        self.register_buffer("blur_rows", kernel.view(1, 1, -1, 1), persistent=False)
+        self.register_buffer("blur_cols", kernel.view(1, 1, 1, -1), persistent=False)
+        self.radius = len(kernel) // 2
+
+    def background(self, x: torch.Tensor) -> torch.Tensor:
+        """The separable Gaussian blur of (N, 1, h, w), edges extended (replicate padding)
+        so that the frame's border is not darkened."""
+        r = self.radius
+        x = nn.functional.conv2d(nn.functional.pad(x, (0, 0, r, r), mode="replicate"), self.blur_rows)
+        return nn.functional.conv2d(nn.functional.pad(x, (r, r, 0, 0), mode="replicate"), self.blur_cols)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        x = frames.to(torch.float32).unsqueeze(1)
+        if tuple(x.shape[-2:]) != self.input_size:
+            x = nn.functional.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False)
+        x = x - self.background(x)
+        centred = x - x.mean(dim=(2, 3), keepdim=True)
+        variance = (centred * centred).mean(dim=(2, 3), keepdim=True)
+        return centred * torch.rsqrt(variance + VARIANCE_FLOOR)

@@ -1,0 +1,64 @@
+"""``build_model(name, ...)``: every architecture diffstream can train, by name.
+
+| name | from | default input |
+| --- | --- | --- |
+| ``compact`` | diffstream's own detector-rate network (``compact.py``) | 60 × 60 |
+| ``paper2-cnn`` | paper 2's baseline: 2 conv + 3 FC | 128 × 128 |
+| ``resnet50``, ``xception`` | paper 1's two networks (timm) | 224 × 224, 299 × 299 (Keras' defaults) |
+| ``densenet121``, ``swin_t`` | paper 2's two networks (timm) | 128 × 128 (paper 2's pattern size) |
+
+Paper 1 does not state its input size; the Keras defaults are the likely choice with Keras'
+applications. Frames of another size are resized inside the network (``PatternNormalise``), so any model
+takes the detector's frames as they come.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from .compact import CompactBackbone
+from .network import DiffractionNetwork, head_width
+from .paper_cnn import PaperCNN
+from .timm_backbones import TIMM_NAMES, timm_backbone
+
+DEFAULT_INPUT_SIZES: dict[str, tuple[int, int]] = {
+    "compact": (60, 60),
+    "paper2-cnn": (128, 128),
+    "resnet50": (224, 224),
+    "xception": (299, 299),
+    "densenet121": (128, 128),
+    "swin_t": (128, 128),
+}
+MODEL_NAMES = tuple(DEFAULT_INPUT_SIZES)
+
+
+class ModelSpecError(ValueError):
+    """An architecture name or option that ``build_model`` cannot honour."""
+
+
+def build_model(name: str, num_classes: int = 14, input_size: tuple[int, int] | None = None,
+                **options: object) -> DiffractionNetwork:
+    """A freshly initialised network ``name`` with ``num_classes`` class logits, a rotation and a
+    usable head. ``options`` go to the backbone (e.g. ``widths`` for ``compact``); they are
+    kept on the network so that a checkpoint can rebuild it."""
+    if name not in DEFAULT_INPUT_SIZES:
+        raise ModelSpecError(f"model: unknown architecture {name!r}; known: {', '.join(MODEL_NAMES)}")
+    size = tuple(int(n) for n in (input_size or DEFAULT_INPUT_SIZES[name]))
+    outputs = head_width(num_classes)
+    backbone: nn.Module
+    if name == "compact":
+        backbone = CompactBackbone(outputs, input_size=size, **_tuples(options))
+    elif name == "paper2-cnn":
+        backbone = PaperCNN(outputs, size, **_tuples(options))
+    else:
+        if options:
+            raise ModelSpecError(f"model: {name} takes no options, got {', '.join(options)}")
+        backbone = timm_backbone(name, outputs, size)
+    return DiffractionNetwork(backbone, num_classes, size, name, {"input_size": list(size), **options})
+
+
+def _tuples(options: dict) -> dict:
+    """TOML and JSON give lists; the backbones' shape arguments are tuples."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+
+
+__all__ = ["MODEL_NAMES", "TIMM_NAMES", "ModelSpecError", "build_model"]

@@ -1,0 +1,311 @@
+"""The training loop: data from the cached splits, Adam, a three-part loss, validation each
+epoch, early stopping and resumable checkpoints.
+
+Loss = cross-entropy on the lattice (usable frames only: a frame with no pattern has no
+lattice) + ``orientation_weight`` × the symmetry-aware rotation loss (usable frames of the
+phases whose orientation is trained; the others have no operator row and are masked) +
+``usable_weight`` × binary cross-entropy of the usable logit (every frame).
+
+Checkpoints (``last.pt`` after every epoch, ``best.pt`` at the best validation loss) hold
+the model, optimiser, scheduler, epoch, best metric, history and the config text, which is
+all ``export`` needs and all a resumed run needs.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from .config import Config, parse_config
+from .datasets import LATTICES, Shard, load_split, score
+from .datasets.store import resolve_materials
+from .models import DiffractionNetwork, NetworkOutputs, build_model
+from .orientation import operator_table, quaternions_to_matrices, symmetry_aware_loss
+from .physics.catalogue import get_phase_entry
+
+CHECKPOINT_FORMAT = 1
+EVAL_BATCH = 512
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot start or resume as asked (the message says why)."""
+
+
+@dataclass(frozen=True)
+class OrientationTask:
+    """The phases whose orientation is trained and their Laue operators, padded into one
+    table: row i of ``operators`` belongs to ``phases[i]``."""
+
+    phases: tuple[str, ...]
+    point_groups: tuple[str, ...]
+    operators: np.ndarray
+
+    @classmethod
+    def for_phases(cls, phases: tuple[str, ...]) -> OrientationTask:
+        names = tuple(get_phase_entry(p).name for p in phases)
+        groups = tuple(get_phase_entry(p).point_group for p in names)
+        table = operator_table(groups) if names else np.tile(np.eye(3), (1, 1, 1, 1))
+        return cls(names, groups, table)
+
+    def rows(self, phase_names: np.ndarray) -> np.ndarray:
+        """Operator row per frame, −1 where the phase has no orientation training."""
+        rows = np.full(len(phase_names), -1, dtype=np.int64)
+        for i, name in enumerate(self.phases):
+            rows[phase_names == name] = i
+        return rows
+
+
+@dataclass
+class Batchable:
+    """A split as the loop consumes it: frames stay uint8 until they reach the device."""
+
+    frames: torch.Tensor
+    lattice: torch.Tensor
+    rotation: torch.Tensor
+    operator_row: torch.Tensor
+    usable: torch.Tensor
+
+    @classmethod
+    def from_shard(cls, shard: Shard, task: OrientationTask) -> Batchable:
+        return cls(
+            frames=torch.from_numpy(shard.frames),
+            lattice=torch.from_numpy(shard.lattice.astype(np.int64)),
+            rotation=torch.from_numpy(quaternions_to_matrices(shard.quaternions).astype(np.float32)),
+            operator_row=torch.from_numpy(task.rows(shard.phase)),
+            usable=torch.from_numpy(shard.usable.astype(np.float32)),
+        )
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def batch(self, index: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
+        return {name: getattr(self, name)[index].to(device, non_blocking=True)
+                for name in ("frames", "lattice", "rotation", "operator_row", "usable")}
+
+
+class MultiTaskLoss(nn.Module):
+    """The three-part loss of the module docstring; returns the total and its parts."""
+
+    def __init__(self, operators: np.ndarray, orientation_weight: float, usable_weight: float,
+                 class_weights: np.ndarray | None = None) -> None:
+        super().__init__()
+        self.register_buffer("operators", torch.tensor(operators, dtype=torch.float32))
+        self.register_buffer("class_weights", None if class_weights is None else
+                             torch.tensor(class_weights, dtype=torch.float32))
+        self.orientation_weight = orientation_weight
+        self.usable_weight = usable_weight
+
+    def forward(self, out: NetworkOutputs, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        usable = batch["usable"] > 0.5
+        lattice = torch.where(usable, batch["lattice"], torch.full_like(batch["lattice"], -100))
+        if usable.any():
+            ce = nn.functional.cross_entropy(out.logits, lattice, weight=self.class_weights, ignore_index=-100)
+        else:
+            ce = out.logits.sum() * 0
+        rows = batch["operator_row"]
+        oriented = usable & (rows >= 0)
+        if oriented.any():
+            ops = self.operators[rows[oriented]]
+            rot = symmetry_aware_loss(out.rotation[oriented], batch["rotation"][oriented], ops).mean()
+        else:
+            rot = out.rotation.sum() * 0
+        bce = nn.functional.binary_cross_entropy_with_logits(out.usable_logit, batch["usable"])
+        total = ce + self.orientation_weight * rot + self.usable_weight * bce
+        return total, {"lattice": float(ce.detach()), "orientation": float(rot.detach()), "usable": float(bce.detach())}
+
+
+def train(config: Config, out_dir: str | Path, device: str = "cpu", resume: bool = False,
+          progress: bool = True) -> dict:
+    """Train ``config`` into ``out_dir``; returns the summary of the best epoch.
+
+    ``resume`` continues from ``out_dir/last.pt`` (which must come from the same config);
+    without it an existing checkpoint is an error rather than silently overwritten."""
+    out_dir = Path(out_dir)
+    last = out_dir / "last.pt"
+    if last.exists() and not resume:
+        raise TrainingError(f"{last} exists: pass --resume to continue it, or choose another --out")
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    torch.manual_seed(config.train.seed)
+    dev = torch.device(device)
+    training, _ = resolve_materials(config.data)
+    task = OrientationTask.for_phases(tuple(p for p in config.data.orientation_phases if p in training))
+    train_data = Batchable.from_shard(load_split(config.data, "train", progress), task)
+    val_shard = load_split(config.data, "val", progress)
+    val_data = Batchable.from_shard(val_shard, task)
+
+    model = _build(config).to(dev)
+    loss_fn = MultiTaskLoss(task.operators, config.train.orientation_weight, config.train.usable_weight,
+                            class_weight_vector(config.train.class_weights)).to(dev)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.learning_rate,
+                                 weight_decay=config.train.weight_decay)
+    steps_per_epoch = math.ceil(len(train_data) / config.train.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _schedule(config.train.lr_schedule, config.train.epochs * steps_per_epoch))
+    state = {"epoch": 0, "best_val_loss": math.inf, "stale_epochs": 0, "history": [], "best_metrics": {}}
+    if resume and last.exists():
+        state = _restore(last, config, model, optimizer, scheduler)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    while state["epoch"] < config.train.epochs:
+        epoch = state["epoch"]
+        train_loss = _run_epoch(model, loss_fn, optimizer, scheduler, train_data, config, epoch, dev, progress)
+        val_loss, val_parts, outputs = evaluate_loss(model, loss_fn, val_data, dev)
+        metrics = score(val_shard, *outputs, orientation_phases=task.phases)
+        improved = val_loss < state["best_val_loss"] - config.train.early_stopping_min_delta
+        entry = {"epoch": epoch + 1, "train_loss": round(train_loss, 5), "val_loss": round(val_loss, 5),
+                 "val_parts": {k: round(v, 5) for k, v in val_parts.items()},
+                 "val_lattice_accuracy": metrics["lattice_accuracy"],
+                 "val_median_disorientation_deg": metrics.get("median_disorientation_deg", {}),
+                 "val_usable_accuracy": metrics.get("usable_accuracy"),
+                 "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.monotonic() - started, 1)}
+        state["history"].append(entry)
+        state["epoch"] = epoch + 1
+        state["stale_epochs"] = 0 if improved else state["stale_epochs"] + 1
+        if progress:
+            tqdm.write(f"epoch {entry['epoch']}: train {train_loss:.4f}  val {val_loss:.4f}  "
+                       f"acc {metrics['lattice_accuracy']:.4f}  dis {entry['val_median_disorientation_deg']}")
+        if improved:
+            state["best_val_loss"] = val_loss
+            state["best_metrics"] = {**entry, "val": metrics}
+            _save(out_dir / "best.pt", config, model, optimizer, scheduler, state, task)
+        _save(last, config, model, optimizer, scheduler, state, task)
+        if state["stale_epochs"] > config.train.early_stopping_patience:
+            break
+        if config.train.time_limit_minutes and time.monotonic() - started > 60 * config.train.time_limit_minutes:
+            break
+    return state["best_metrics"]
+
+
+def class_weight_vector(weights: dict[str, float]) -> np.ndarray | None:
+    """The config's per-class weights in class order (None when all are 1)."""
+    unknown = set(weights) - set(LATTICES)
+    if unknown:
+        raise TrainingError(f"train.class_weights: unknown classes {', '.join(sorted(unknown))}")
+    if not weights:
+        return None
+    return np.array([float(weights.get(name, 1.0)) for name in LATTICES])
+
+
+def _build(config: Config) -> DiffractionNetwork:
+    return build_model(config.model.architecture, len(LATTICES), config.model.input_size, **config.model.options)
+
+
+def _schedule(kind: str, total_steps: int):
+    """Learning-rate factor per optimiser step: cosine from 1 down to 0.01, or constant."""
+    if kind == "constant":
+        return lambda step: 1.0
+    return lambda step: 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
+
+
+def _run_epoch(model: nn.Module, loss_fn: MultiTaskLoss, optimizer: torch.optim.Optimizer,
+               scheduler: torch.optim.lr_scheduler.LRScheduler, data: Batchable, config: Config, epoch: int,
+               device: torch.device, progress: bool) -> float:
+    """One pass over the training split in an order fixed by (seed, epoch), so a resumed run
+    sees the batches an uninterrupted one would."""
+    model.train()
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(config.train.seed * 100_003 + epoch))
+    batches = order.split(config.train.batch_size)
+    total, count = 0.0, 0
+    bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.train.epochs}", unit="batch", disable=not progress,
+               mininterval=5.0)
+    for index in bar:
+        batch = data.batch(index, device)
+        loss, _ = loss_fn(model(batch["frames"]), batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        total += loss.item() * len(index)
+        count += len(index)
+        bar.set_postfix(loss=f"{total / count:.4f}", refresh=False)
+    return total / max(count, 1)
+
+
+@torch.no_grad()
+def evaluate_loss(model: nn.Module, loss_fn: MultiTaskLoss, data: Batchable,
+                  device: torch.device) -> tuple[float, dict[str, float], tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Mean validation loss, its parts, and the outputs (probabilities, rotations, confidence)."""
+    model.eval()
+    total, parts, n = 0.0, {}, 0
+    probs, rots, confs = [], [], []
+    for index in torch.arange(len(data)).split(EVAL_BATCH):
+        batch = data.batch(index, device)
+        out = model(batch["frames"])
+        loss, loss_parts = loss_fn(out, batch)
+        total += float(loss) * len(index)
+        for key, value in loss_parts.items():
+            parts[key] = parts.get(key, 0.0) + value * len(index)
+        n += len(index)
+        probs.append(torch.softmax(out.logits, 1).cpu().numpy())
+        rots.append(out.rotation.cpu().numpy())
+        confs.append(torch.sigmoid(out.usable_logit).cpu().numpy())
+    outputs = (np.concatenate(probs), np.concatenate(rots), np.concatenate(confs))
+    return total / n, {k: v / n for k, v in parts.items()}, outputs
+
+
+def _save(path: Path, config: Config, model: DiffractionNetwork, optimizer: torch.optim.Optimizer,
+          scheduler: torch.optim.lr_scheduler.LRScheduler, state: dict, task: OrientationTask) -> None:
+    """Write atomically (a kill mid-save must not destroy the previous checkpoint)."""
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "config_text": config.source,
+        "quick": config.quick,
+        "model": {"architecture": model.name, "num_classes": model.num_classes, "options": model.options},
+        "classes": list(LATTICES),
+        "orientation_phases": dict(zip(task.phases, task.point_groups)),
+        "state_dict": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "state": state,
+    }
+    temporary = path.with_name(f".{path.name}.part")
+    torch.save(payload, temporary)
+    temporary.replace(path)
+
+
+def _restore(path: Path, config: Config, model: nn.Module, optimizer: torch.optim.Optimizer,
+             scheduler: torch.optim.lr_scheduler.LRScheduler) -> dict:
+    checkpoint = load_checkpoint(path)
+    if checkpoint["config_text"] != config.source or checkpoint["quick"] != config.quick:
+        raise TrainingError(f"{path} was made with another config; resume needs the same one")
+    model.load_state_dict(checkpoint["state_dict"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    return checkpoint["state"]
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A checkpoint's contents (on the CPU); refuses files that are not diffstream checkpoints."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # torch raises pickle and zip errors of several types
+        raise TrainingError(f"{path} is not a readable checkpoint ({type(error).__name__})") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise TrainingError(f"{path} is not a diffstream checkpoint (format {CHECKPOINT_FORMAT})")
+    return checkpoint
+
+
+def model_from_checkpoint(checkpoint: dict) -> DiffractionNetwork:
+    """The trained network of a checkpoint, in eval mode."""
+    spec = checkpoint["model"]
+    model = build_model(spec["architecture"], spec["num_classes"], **spec["options"])
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.eval()
+
+
+def config_from_checkpoint(checkpoint: dict) -> Config:
+    """The config a checkpoint was trained with (its quick overrides applied)."""
+    import tomllib
+
+    return parse_config(tomllib.loads(checkpoint["config_text"]), checkpoint["config_text"],
+                        quick=checkpoint["quick"], origin="checkpoint config")
