@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import msgpack
@@ -48,7 +49,7 @@ class Publisher:
         self.url = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
         self.start = ScanStart(scan_id="scan-1", kind="ebsd", scan_shape=SCAN, frame_shape=FRAME, dtype="uint8")
 
-    def announce_until(self, opened: threading.Event | callable, timeout: float = 20) -> None:
+    def announce_until(self, opened: Callable[[], bool], timeout: float = 20) -> None:
         """Repeat scan_start (as the protocol asks) until the subscriber has opened the scan."""
         deadline = time.monotonic() + timeout
         while not opened():
@@ -69,24 +70,22 @@ class Publisher:
         self.context.term()
 
 
-def run_in_thread(pipeline: LivePipeline) -> threading.Thread:
+def start_pipeline(publisher: Publisher, model: Path, out_dir: Path, batch_size: int
+                   ) -> tuple[LivePipeline, threading.Thread]:
+    """A pipeline on the fixture model running in a thread, once the publisher's scan is open in it."""
+    pipeline = LivePipeline(Receiver(publisher.url, batch_size=batch_size, max_wait_s=0.01), create_engine(model),
+                            model_name="fixture", out_dir=out_dir)
     thread = threading.Thread(target=pipeline.run, daemon=True)
     thread.start()
-    return thread
-
-
-def opened(pipeline: LivePipeline):
-    return lambda: pipeline.receiver_stats().scan_id == "scan-1"
+    publisher.announce_until(lambda: pipeline.receiver_stats().scan_id == "scan-1")
+    return pipeline, thread
 
 
 def test_a_scan_with_malformed_messages_is_mapped_completely_and_the_faults_counted(fixture_path, tmp_path):
     publisher = Publisher()
     classes = expected_classes()
-    pipeline = LivePipeline(Receiver(publisher.url, batch_size=16, max_wait_s=0.01), create_engine(fixture_path),
-                            model_name="fixture", out_dir=tmp_path)
-    thread = run_in_thread(pipeline)
+    pipeline, thread = start_pipeline(publisher, fixture_path, tmp_path, batch_size=16)
     try:
-        publisher.announce_until(opened(pipeline))
         order = list(np.random.default_rng(1).permutation(classes.size))  # out of order on purpose
         publisher.frames(classes, order[:20])
         publisher.socket.send_multipart([b"\xc1 not msgpack"])
@@ -123,11 +122,8 @@ def test_a_scan_with_malformed_messages_is_mapped_completely_and_the_faults_coun
 def test_stopping_mid_scan_saves_the_partial_map(fixture_path, tmp_path):
     publisher = Publisher()
     classes = expected_classes()
-    pipeline = LivePipeline(Receiver(publisher.url, batch_size=8, max_wait_s=0.01), create_engine(fixture_path),
-                            model_name="fixture", out_dir=tmp_path)
-    thread = run_in_thread(pipeline)
+    pipeline, thread = start_pipeline(publisher, fixture_path, tmp_path, batch_size=8)
     try:
-        publisher.announce_until(opened(pipeline))
         publisher.frames(classes, range(20))
         deadline = time.monotonic() + 20
         while (snap := pipeline.snapshot()) is None or snap.n_received < 20:
