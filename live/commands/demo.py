@@ -7,6 +7,8 @@ against the simulator's ground truth.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import signal
 import socket
 import subprocess
 import sys
@@ -15,6 +17,7 @@ from pathlib import Path
 from .live import add_pipeline_arguments, default_out_dir, run_pipeline
 
 DEMO_PHASES = "Ni:0.4,Fe:0.3,Ti:0.3"
+PR_SET_PDEATHSIG = 1
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,6 +48,11 @@ def free_tcp_port() -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Import the mapping side before the simulator starts: on a fresh install both processes
+    # would otherwise JIT-compile and cache orix's numba kernels at once, and a process that
+    # reads a half-written numba cache crashes.
+    import diffstream.live.pipeline  # noqa: F401
+
     args.out = args.out or default_out_dir()
     args.out.mkdir(parents=True, exist_ok=True)
     truth = args.out / "truth.h5"
@@ -54,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         "--scan", args.scan, "--rate", str(args.rate), "--phases", args.phases, "--seed", str(args.seed),
         "--truth", str(truth),
     ]
-    simulator = subprocess.Popen(command)
+    simulator = subprocess.Popen(command, preexec_fn=_die_with_parent)
     try:
         reports = run_pipeline(args, url, truth=truth, follow=False, watch=lambda: _died(simulator))
     finally:
@@ -68,6 +76,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"demo: lattice accuracy against the simulator's truth {summary['accuracy_vs_truth']:.3f} "
               f"over {size['rows']}×{size['cols']} points")
     return 0
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel sends the simulator SIGTERM if the demo dies before it can stop it."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass  # not Linux: the demo's own clean-up still stops the simulator
 
 
 def _died(simulator: subprocess.Popen) -> str | None:
