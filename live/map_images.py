@@ -8,7 +8,7 @@ black of points the model could not index.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +20,13 @@ from matplotlib.patches import Patch
 from orix.crystal_map import CrystalMap
 from orix.plot import DirectionColorKeyTSL, IPFColorKeyTSL
 from orix.projections import InverseStereographicProjection, StereographicProjection
-from orix.quaternion import Orientation
+from orix.quaternion import Orientation, Rotation
 from orix.quaternion.symmetry import Symmetry
 from orix.vector import Vector3d
+
+from diffstream.engines.model_card import ModelClass
+
+from .map_assembler import model_phase_list
 
 DIRECTIONS = {"x": Vector3d.xvector(), "y": Vector3d.yvector(), "z": Vector3d.zvector()}
 NOT_INDEXED_RGB = (0.0, 0.0, 0.0)
@@ -62,6 +66,41 @@ def ipf_rgb(xmap: CrystalMap, direction: str = "z", phase_ids: Iterable[int] | N
         orientations = Orientation(xmap.rotations[mask], symmetry=phase.point_group)
         rgb[mask] = key.orientation2color(orientations)
     return rgb.reshape(*grid_shape(xmap), 3)
+
+
+def class_colours(classes: Sequence[ModelClass]) -> np.ndarray:
+    """(C, 3) float RGB of a model's classes in card order: the phase colours the PNG files
+    use, so that a live window painting from a snapshot shows the same colours."""
+    return np.array([phase.color_rgb for _, phase in model_phase_list(classes)], dtype=float).reshape(-1, 3)
+
+
+def class_point_groups(classes: Sequence[ModelClass]) -> list[Symmetry]:
+    """orix point group of each class in card order, as the map files resolve them."""
+    return [phase.point_group for _, phase in model_phase_list(classes)]
+
+
+def ipf_colours(quaternions: np.ndarray, point_group: Symmetry, direction: str = "z") -> np.ndarray:
+    """(N, 3) float IPF colours of (N, 4) quaternions (w, x, y, z) along sample ``direction``
+    under ``point_group``: what :func:`ipf_rgb` paints, for callers that hold bare arrays
+    (a live snapshot) rather than a ``CrystalMap``."""
+    rotations = Rotation(np.asarray(quaternions, dtype=np.float64).reshape(-1, 4))
+    key = IPFColorKeyTSL(point_group, direction=DIRECTIONS[direction])
+    return key.orientation2color(Orientation(rotations, symmetry=point_group))
+
+
+def ipf_key_rgba(laue: Symmetry, samples: int = _KEY_GRID) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """The TSL IPF colour key of ``laue`` sampled on a ``samples`` × ``samples`` grid in the
+    stereographic plane: float RGBA with row 0 at the bottom (the sector's lowest y) and
+    transparent outside the fundamental sector, and its (x0, x1, y0, y1) extent."""
+    sector = laue.fundamental_sector
+    x, y = StereographicProjection().vector2xy(sector.edges)
+    grid_x, grid_y = np.meshgrid(np.linspace(x.min(), x.max(), samples), np.linspace(y.min(), y.max(), samples))
+    vectors = InverseStereographicProjection().xy2vector(grid_x.ravel(), grid_y.ravel())
+    inside = vectors <= sector
+    rgba = np.zeros((grid_x.size, 4))
+    rgba[inside, :3] = DirectionColorKeyTSL(laue).direction2color(vectors[inside])
+    rgba[inside, 3] = 1.0
+    return rgba.reshape(samples, samples, 4), (x.min(), x.max(), y.min(), y.max())
 
 
 def grid_shape(xmap: CrystalMap) -> tuple[int, int]:
@@ -180,16 +219,8 @@ def _keys_by_laue_group(xmap: CrystalMap, phase_ids: list[int]) -> dict[Symmetry
 def _draw_ipf_key(ax: Axes, laue: Symmetry, label: str) -> None:
     """The TSL IPF colour key of ``laue`` on an orix "ipf" axes, labelled with the phases
     it colours: the key sampled on a grid in the stereographic plane, outside transparent."""
-    sector = laue.fundamental_sector
-    x, y = StereographicProjection().vector2xy(sector.edges)
-    grid_x, grid_y = np.meshgrid(np.linspace(x.min(), x.max(), _KEY_GRID), np.linspace(y.min(), y.max(), _KEY_GRID))
-    vectors = InverseStereographicProjection().xy2vector(grid_x.ravel(), grid_y.ravel())
-    inside = vectors <= sector
-    rgba = np.zeros((grid_x.size, 4))
-    rgba[inside, :3] = DirectionColorKeyTSL(laue).direction2color(vectors[inside])
-    rgba[inside, 3] = 1.0
-    ax.imshow(rgba.reshape(_KEY_GRID, _KEY_GRID, 4), extent=(x.min(), x.max(), y.min(), y.max()), origin="lower",
-              zorder=0, interpolation="bilinear")
+    rgba, extent = ipf_key_rgba(laue)
+    ax.imshow(rgba, extent=extent, origin="lower", zorder=0, interpolation="bilinear")
     ax.stereographic_grid(False)
     ax.set_title(f"{label} ({laue.name})", y=0.0, pad=-22, va="top", fontsize=8)
 

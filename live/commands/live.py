@@ -79,8 +79,6 @@ def run_pipeline(args: argparse.Namespace, url: str, *, truth: Path | None, foll
                             max_wait_s=args.max_wait_ms / 1e3, tap=None if recorder is None else recorder.on_message)
     except ValueError as error:
         raise UserError(str(error)) from None
-    if not args.headless:
-        print("diffstream: the live window is not part of this build yet; running headless", file=sys.stderr)
     pipeline = LivePipeline(receiver, engine, model_name=str(args.model), out_dir=out_dir, truth_path=truth,
                             follow=follow, on_report=_print_report)
     progress = ProgressPrinter(pipeline, watch=watch)
@@ -88,13 +86,29 @@ def run_pipeline(args: argparse.Namespace, url: str, *, truth: Path | None, foll
           f"maps go to {out_dir}", file=sys.stderr)
     try:
         with _stop_on_sigterm(pipeline), progress:
-            reports = pipeline.run()
+            reports = _run(pipeline, headless=args.headless, title=f"diffstream: {url} ({args.model})")
     finally:
         if recorder is not None:
             recorder.close()
     if progress.stop_reason:
         raise UserError(progress.stop_reason)
     return reports
+
+
+def _run(pipeline: object, *, headless: bool, title: str) -> list:
+    """Behind the live window when there is a display and the GUI extra, headless otherwise."""
+    if headless:
+        return pipeline.run()
+    try:
+        from diffstream.gui.window import GuiUnavailable, run_window
+    except ImportError as error:
+        print(f"diffstream: no live window ({error}); running headless", file=sys.stderr)
+        return pipeline.run()
+    try:
+        return run_window(pipeline, title=title)
+    except GuiUnavailable as error:
+        print(f"diffstream: {error}; running headless", file=sys.stderr)
+        return pipeline.run()
 
 
 def _engine(model: str, backend: str) -> object:

@@ -1,0 +1,1 @@
+"""GUI tests; a package so that its conftest does not displace tests/conftest.py as the module ``conftest``."""

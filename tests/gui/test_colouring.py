@@ -1,0 +1,91 @@
+"""The window's colours, without Qt: incremental colouring ends where the PNG files' colouring
+of the same map does, whatever the order and size of the updates."""
+from __future__ import annotations
+
+import numpy as np
+from orix.quaternion import Rotation
+
+from diffstream.engines.model_card import ModelClass
+from diffstream.gui.colour_keys import KEY_SAMPLES, ipf_keys
+from diffstream.gui.colouring import MapColours, to_uint8
+from diffstream.live.map_assembler import MapAssembler
+from diffstream.live.map_images import NO_ORIENTATION_RGB, NOT_RECEIVED_RGB, ipf_rgb, phase_rgb
+
+CLASSES = (
+    ModelClass("cF", "m-3m", orientation=True),
+    ModelClass("tP", "4/mmm", orientation=False),
+    ModelClass("hP", "6/mmm", orientation=True),
+    ModelClass("cI", "432", orientation=True),
+)
+SHAPE = (30, 40)
+
+
+def place_random(assembler: MapAssembler, indices: np.ndarray, rng: np.random.Generator) -> None:
+    n = indices.size
+    assembler.place(indices, rng.integers(0, len(CLASSES), n), rng.random(n), rng.random(n),
+                    Rotation(rng.normal(size=(n, 4))).to_matrix())
+
+
+def png_images(assembler: MapAssembler) -> tuple[np.ndarray, np.ndarray]:
+    """Phase and IPF-Z images as ``phase.png`` and ``ipf_z.png`` colour the map."""
+    xmap = assembler.to_crystal_map()
+    received = assembler.snapshot().received
+    oriented = [i for i, c in enumerate(CLASSES) if c.orientation]
+    phase = phase_rgb(xmap)
+    ipf = ipf_rgb(xmap, "z", oriented)
+    ipf[np.isin(xmap.phase_id, [1]).reshape(SHAPE)] = NO_ORIENTATION_RGB
+    for image in (phase, ipf):
+        image[~received] = NOT_RECEIVED_RGB
+    return to_uint8(phase), to_uint8(ipf)
+
+
+def test_incremental_colouring_matches_the_png_colouring():
+    rng = np.random.default_rng(5)
+    assembler = MapAssembler(SHAPE, CLASSES)
+    colours = MapColours(CLASSES, ipf_points_per_call=20)
+    order = rng.permutation(SHAPE[0] * SHAPE[1])
+    for batch in np.array_split(order[:900], 7):
+        place_random(assembler, batch, rng)
+        colours.update(assembler.snapshot())
+        colours.colour_ipf()
+    assert colours.pending > 0  # 20 points a call fall behind ~50 new indexed points of oriented classes a batch
+    while colours.pending:
+        colours.colour_ipf()
+    phase, ipf = png_images(assembler)
+    assert np.array_equal(colours.phase, phase)
+    assert np.abs(colours.ipf.astype(int) - ipf).max() <= 1  # orix's float noise may round either way
+    confidence = assembler.snapshot().confidence
+    received = assembler.snapshot().received
+    assert np.all(colours.confidence[~received] == to_uint8(NOT_RECEIVED_RGB))
+    brightest = np.unravel_index(np.argmax(np.where(received, confidence, -1)), SHAPE)
+    darkest = np.unravel_index(np.argmin(np.where(received, confidence, 2)), SHAPE)
+    assert colours.confidence[brightest].sum() > colours.confidence[darkest].sum()  # viridis: yellow over purple
+
+
+def test_a_new_scan_of_the_same_shape_is_coloured_afresh():
+    rng = np.random.default_rng(6)
+    first, second = MapAssembler(SHAPE, CLASSES), MapAssembler(SHAPE, CLASSES)
+    everything = np.arange(SHAPE[0] * SHAPE[1])
+    place_random(first, everything, rng)
+    place_random(second, everything, rng)
+    colours = MapColours(CLASSES, ipf_points_per_call=10_000)
+    for assembler in (first, second):
+        colours.update(assembler.snapshot())
+        calls = 0
+        while colours.pending:
+            colours.colour_ipf()
+            calls += 1
+        assert calls == colours.laue_groups == 2  # one orix call per Laue group, taking turns
+    phase, ipf = png_images(second)
+    assert np.array_equal(colours.phase, phase)
+    assert np.abs(colours.ipf.astype(int) - ipf).max() <= 1
+
+
+def test_one_colour_key_per_laue_group_of_the_oriented_classes():
+    keys = ipf_keys(CLASSES)
+    assert [key.label for key in keys] == ["cF, cI (m-3m)", "hP (6/mmm)"]
+    for key in keys:
+        assert key.rgba.shape == (KEY_SAMPLES, KEY_SAMPLES, 4) and key.rgba.dtype == np.uint8
+        inside = key.rgba[..., 3] == 255
+        assert 0.2 < inside.mean() < 0.9  # a sector, transparent around it
+        assert len(np.unique(key.rgba[inside][:, :3], axis=0)) > 100
