@@ -7,8 +7,8 @@ group; measured on the shared, busy development CPU). :class:`MapColours` theref
 three images between paints and recolours only the points whose result changed since the
 previous snapshot: phase and confidence at once by table look-up, IPF in
 :meth:`MapColours.colour_ipf`, which the painter calls less often and which makes one orix call
-for at most :data:`IPF_POINTS_PER_CALL` points, so that no paint takes much over 30 ms, even
-one that catches up with a 500×500 scan the window has fallen behind on.
+for at most :data:`IPF_POINTS_PER_CALL` points, which keeps a paint near 30 ms or under even
+while it catches up with a 500×500 scan the window has fallen behind on.
 """
 from __future__ import annotations
 

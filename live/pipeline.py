@@ -93,6 +93,7 @@ class LivePipeline:
         self.on_report = on_report
         self.reports: list[ScanReport] = []
         self._scan: ScanRun | None = None
+        self._finished: ScanRun | None = None
         self._scan_lock = threading.Lock()
         self._stop = threading.Event()
         self._scan_count = 0
@@ -102,9 +103,10 @@ class LivePipeline:
         self._stop.set()
 
     def snapshot(self) -> MapSnapshot | None:
-        """The current map for a painter thread; None before the first scan starts."""
+        """The map for a painter thread: the scan in progress, else the last one finished
+        (so a window shows the complete final map); None before the first scan starts."""
         with self._scan_lock:
-            scan = self._scan
+            scan = self._scan or self._finished
         return None if scan is None else scan.assembler.snapshot()
 
     def receiver_stats(self) -> ReceiverStats:
@@ -195,6 +197,7 @@ class LivePipeline:
     def _finish(self, scan: ScanRun, *, frames_sent: int | None, reason: str) -> None:
         with self._scan_lock:
             self._scan = None
+            self._finished = scan
         summary = self._summary(scan, frames_sent, reason)
         truth = self._truth()
         files: dict[str, Path] = {}

@@ -1,14 +1,15 @@
 """GUI tests run for real on Qt's offscreen platform, with the brightness fixture model and a
 detector server in the test process.
 
-Qt reads ``QT_QPA_PLATFORM`` when the QApplication is created (by pytest-qt's ``qapp``, or
-by ``run_window``), so setting it when this file is imported, before any test runs, is in time
-even though pytest-qt has imported PySide6 already. It also makes :func:`display_available`
-true for the rest of the session, which is what these tests need.
+The platform is chosen by the QApplication's own ``-platform offscreen`` argument (pytest-qt's
+``qapp_args``), not by setting ``QT_QPA_PLATFORM`` for the session: that variable would reach
+every later test's subprocesses, where a ``diffstream live`` or ``demo`` run without
+``--headless`` would open an invisible window and wait for ever for someone to close it.
+Tests that call ``run_window`` set it for themselves with the ``offscreen`` fixture, because
+``display_available`` reads it.
 """
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,10 +21,21 @@ import zmq
 from diffstream.live.protocol import ScanEnd, ScanStart, encode_frame, encode_scan_end, encode_scan_start
 from fixture_model import build_fixture_model, frame_of_class
 
-os.environ["QT_QPA_PLATFORM"] = "offscreen"
-
 SCAN = (6, 8)
 FRAME = (24, 24)
+
+
+@pytest.fixture(scope="session")
+def qapp_args() -> list[str]:
+    """Arguments of the session's QApplication (created by pytest-qt's ``qapp`` on first use)."""
+    return ["diffstream-tests", "-platform", "offscreen"]
+
+
+@pytest.fixture
+def offscreen(monkeypatch: pytest.MonkeyPatch, qapp: object) -> None:
+    """What ``run_window`` needs to find a display: the session's offscreen QApplication and
+    ``QT_QPA_PLATFORM`` saying so, for this test only."""
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
 
 
 @pytest.fixture(scope="session")

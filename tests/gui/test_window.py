@@ -151,7 +151,7 @@ def test_the_window_paints_the_growing_map_and_closing_it_saves_the_partial_map(
     assert all(p.is_file() for p in report.files.values())
 
 
-def test_run_window_keeps_the_finished_map_until_ctrl_c_then_returns_the_reports(qapp, publisher, classes,
+def test_run_window_keeps_the_finished_map_until_ctrl_c_then_returns_the_reports(offscreen, publisher, classes,
                                                                                  fixture_path, tmp_path):
     pipeline = make_pipeline(publisher, fixture_path, tmp_path / "maps")
 
@@ -175,7 +175,7 @@ def test_run_window_keeps_the_finished_map_until_ctrl_c_then_returns_the_reports
     assert (tmp_path / "maps" / "summary.json").is_file()
 
 
-def test_a_pipeline_that_fails_is_shown_then_its_error_raised(qapp):
+def test_a_pipeline_that_fails_is_shown_then_its_error_raised(offscreen):
     pipeline = FailingPipeline()
     with ctrl_c_when("failed") as seen:
         try:
