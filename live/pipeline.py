@@ -94,6 +94,7 @@ class LivePipeline:
         self.reports: list[ScanReport] = []
         self._scan: ScanRun | None = None
         self._finished: ScanRun | None = None
+        self._finished_summary: dict | None = None
         self._scan_lock = threading.Lock()
         self._stop = threading.Event()
         self._scan_count = 0
@@ -108,6 +109,23 @@ class LivePipeline:
         with self._scan_lock:
             scan = self._scan or self._finished
         return None if scan is None else scan.assembler.snapshot()
+
+    def save(self, folder: Path) -> dict[str, Path]:
+        """Write the scan in progress (as it stands) or the last finished one into ``folder``.
+
+        This is the window's Save button and the retry after a failed save (an unwritable
+        folder or a full disk): the map stays in memory until the next scan replaces it.
+        Safe to call from any thread while the pipeline runs. Raises ``LookupError`` before
+        the first scan starts and ``OSError`` when the files cannot be written.
+        """
+        with self._scan_lock:
+            scan = self._scan or self._finished
+            summary = self._finished_summary if scan is self._finished else None
+        if scan is None:
+            raise LookupError("no scan has started yet: nothing to save")
+        if summary is None:
+            summary = self._summary(scan, None, "saved while running")
+        return write_scan_outputs(folder, scan.assembler, self.engine.card, summary, truth=self._truth())
 
     def receiver_stats(self) -> ReceiverStats:
         return self.receiver.stats()
@@ -195,18 +213,27 @@ class LivePipeline:
         scan.batches += 1
 
     def _finish(self, scan: ScanRun, *, frames_sent: int | None, reason: str) -> None:
+        summary = self._summary(scan, frames_sent, reason)
         with self._scan_lock:
             self._scan = None
             self._finished = scan
-        summary = self._summary(scan, frames_sent, reason)
+            self._finished_summary = summary
         truth = self._truth()
         files: dict[str, Path] = {}
-        if self.out_dir is None:
-            summary = scan_summary(scan.assembler.snapshot(), self.engine.card, summary, truth)
-        else:
+        if self.out_dir is not None:
             folder = self.out_dir if self._scan_count == 0 else self.out_dir / f"scan-{self._scan_count + 1:03d}"
-            files = write_scan_outputs(folder, scan.assembler, self.engine.card, summary, truth=truth)
+            try:
+                files = write_scan_outputs(folder, scan.assembler, self.engine.card, summary, truth=truth)
+            except OSError as error:
+                # A full disk or an unwritable folder must not cost the map: it stays in memory
+                # (snapshot, save) until the next scan, and the report says it was not written.
+                log.error("scan %s could not be saved to %s (%s); the map is kept in memory until the next "
+                          "scan starts: save it elsewhere", scan.start.scan_id, folder, error)
+                summary = {**summary, "save_error": f"{folder}: {error}"}
+        if files:
             summary = json.loads(files["summary"].read_text(encoding="utf-8"))
+        else:
+            summary = scan_summary(scan.assembler.snapshot(), self.engine.card, summary, truth)
         self._scan_count += 1
         report = ScanReport(scan.start.scan_id, summary, files)
         self.reports.append(report)

@@ -148,6 +148,8 @@ def _print_report(report: object) -> None:
           f"latency p50 {s['latency_ms']['p50']} ms, p99 {s['latency_ms']['p99']} ms", file=sys.stderr)
     if s.get("accuracy_vs_truth") is not None:
         print(f"  accuracy against the truth: {s['accuracy_vs_truth']:.3f}", file=sys.stderr)
+    if s.get("save_error"):
+        print(f"  NOT SAVED: {s['save_error']}", file=sys.stderr)
     if report.files:
         folder = Path(next(iter(report.files.values()))).parent
         print(f"  maps written to {folder}: {', '.join(sorted(Path(p).name for p in report.files.values()))}",

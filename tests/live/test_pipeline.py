@@ -140,6 +140,39 @@ def test_stopping_mid_scan_saves_the_partial_map(fixture_path, tmp_path):
     assert (tmp_path / "map.ang").is_file() and (tmp_path / "phase.png").is_file()
 
 
+
+def test_a_save_that_fails_keeps_the_map_in_memory_and_can_be_retried(fixture_path, tmp_path):
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the map folder should go")  # makes every write under it fail
+    publisher = Publisher()
+    classes = expected_classes()
+    pipeline, thread = start_pipeline(publisher, fixture_path, blocked, batch_size=16)
+    try:
+        publisher.frames(classes, range(classes.size))
+        publisher.end(classes.size)
+        thread.join(timeout=30)
+    finally:
+        pipeline.stop()
+        publisher.close()
+    assert not thread.is_alive()
+    (report,) = pipeline.reports
+    assert report.files == {}
+    assert str(blocked) in report.summary["save_error"]
+    assert report.summary["points_mapped"] == classes.size
+    files = pipeline.save(tmp_path / "retry")
+    written = json.loads(files["summary"].read_text())
+    assert written["frames_received"] == classes.size and written["ended_by"] == "scan_end"
+    from orix import io
+
+    xmap = io.load(files["h5"])
+    assert [xmap.phases[int(p)].name for p in xmap.phase_id] == [("cF", "cI", "hP")[k] for k in classes]
+
+
+def test_save_before_any_scan_is_a_clear_error(fixture_path, tmp_path):
+    pipeline = LivePipeline(Receiver("tcp://127.0.0.1:1"), create_engine(fixture_path), model_name="fixture")
+    with pytest.raises(LookupError, match="no scan"):
+        pipeline.save(tmp_path)
+
 def test_sigterm_stops_the_live_command_and_keeps_what_arrived(fixture_path, tmp_path):
     publisher = Publisher()
     classes = expected_classes()
