@@ -22,6 +22,8 @@ class Engine(ABC):
 
     #: Short backend name as the command line spells it (``onnxruntime``, ``tensorrt``, ``torch``).
     name: str = ""
+    #: Arithmetic the network runs in (``fp32``, ``fp16``, ``bf16``, ``int8``), for benchmarks and summaries.
+    precision: str = "fp32"
 
     def __init__(self, card: ModelCard) -> None:
         self.card = card

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import Engine, EngineError
+from .batch_fallback import OutOfDeviceMemory
 from .model_card import OUTPUTS, ModelCard
 
 
@@ -40,5 +41,11 @@ class OnnxRuntimeEngine(Engine):
         return "cuda" if provider == "CUDAExecutionProvider" else "cpu"
 
     def infer(self, frames: np.ndarray) -> dict[str, np.ndarray]:
-        results = self._session.run(self._outputs, {self._input: frames})
+        try:
+            results = self._session.run(self._outputs, {self._input: frames})
+        except Exception as error:  # ORT's pybind RuntimeException; only its message tells OOM apart
+            message = str(error)
+            if any(sign in message.lower() for sign in ("out of memory", "failed to allocate")):
+                raise OutOfDeviceMemory(message.splitlines()[0]) from None
+            raise
         return dict(zip(self._outputs, results))

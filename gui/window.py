@@ -14,9 +14,13 @@ import threading
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from PySide6.QtWidgets import QWidget
 
     from diffstream.live.pipeline import LivePipeline, ScanReport
+
+    from .session import Session, SessionSettings
 
 _QT_MODULES = ("shiboken6", "PySide6.QtCore", "PySide6.QtGui", "PySide6.QtWidgets", "pyqtgraph")
 _PROBE = "from PySide6.QtWidgets import QApplication; QApplication([])"
@@ -54,21 +58,30 @@ class PipelineWorker(threading.Thread):
             self.error = error
 
 
-def run_window(pipeline: LivePipeline, *, title: str) -> list[ScanReport]:
+def run_window(pipeline: LivePipeline, *, title: str, screenshot: Path | None = None) -> list[ScanReport]:
     """Map with ``pipeline`` in a worker thread behind the live window; return its reports.
 
     Blocks until the window is closed: by the user, by Ctrl-C (SIGINT) or by SIGTERM, which
     close it the same way. Closing stops the pipeline, which saves the scan in progress as
     it stands; the window stays open after the last scan ends, showing the final map, until
-    the user closes it. An exception raised by the pipeline is re-raised here, after the
-    window is closed. Raises :class:`GuiUnavailable` before starting anything when there is
-    no display, Qt cannot be imported or Qt cannot start on this display. Call it from the
-    main thread: only the main thread can install the signal handlers (elsewhere they are
-    left alone).
+    the user closes it, or, with ``screenshot``, saves a picture of itself there and closes.
+    An exception raised by the pipeline is re-raised here, after the window is closed.
+    Raises :class:`GuiUnavailable` before starting anything when there is no display, Qt
+    cannot be imported or Qt cannot start on this display. Call it from the main thread:
+    only the main thread can install the signal handlers (elsewhere they are left alone).
     """
-    if not display_available():
-        raise GuiUnavailable("no display for the live window (DISPLAY, WAYLAND_DISPLAY and QT_QPA_PLATFORM are unset)")
-    _import_qt()
+    _check_display()
+    from .session import Session
+
+    return run_session(Session(pipeline), title=title, screenshot=screenshot)
+
+
+def run_session(session: Session, *, title: str, settings: SessionSettings | None = None,
+                screenshot: Path | None = None) -> list[ScanReport]:
+    """Open the window on ``session`` (see :func:`run_window`) and return the reports of the
+    pipeline it ran last. A session made with a pipeline runs it at once; otherwise
+    ``settings`` fill the controls and, when they name a URL, mapping starts at once."""
+    _check_display()
     import shiboken6
     from PySide6.QtCore import QEventLoop
     from PySide6.QtWidgets import QApplication
@@ -79,28 +92,41 @@ def run_window(pipeline: LivePipeline, *, title: str) -> list[ScanReport]:
         if sys.platform.startswith("linux"):
             _probe_platform()
         QApplication([sys.argv[0] if sys.argv else "diffstream"])
-    worker = PipelineWorker(pipeline)
-    window = MapWindow(pipeline, worker, title=title)
+    window = MapWindow(session, title=title, screenshot=screenshot)
     loop = QEventLoop()
     window.closed.connect(loop.quit)
     previous = _close_on_signals(window)
     try:
-        worker.start()
+        if session.worker is not None:
+            session.start_existing()
+        elif settings is not None:
+            window.show_settings(settings)
+            if settings.url:
+                window.start()
         window.show()
         loop.exec()
     finally:
         if window.isVisible():
             window.close()
         _restore_signals(previous)
-        pipeline.stop()
-        worker.join()  # a second Ctrl-C, back with its previous handler, interrupts the wait
+        session.close()  # a second Ctrl-C, back with its previous handler, interrupts the wait
         # Delete the window's Qt objects here, in the GUI thread: left to the garbage collector
         # (pyqtgraph's items hold reference cycles) they could be freed by whichever thread
         # collects next, and Qt crashes on widgets deleted outside their own thread.
+        problem = window.screenshot_error
         shiboken6.delete(window)
-    if worker.error is not None:
-        raise worker.error
-    return worker.reports
+    if session.worker is not None and session.worker.error is not None:
+        raise session.worker.error
+    if problem:
+        raise OSError(problem)
+    return [] if session.worker is None else session.worker.reports
+
+
+def _check_display() -> None:
+    """Raise :class:`GuiUnavailable` unless Qt has a display and imports."""
+    if not display_available():
+        raise GuiUnavailable("no display for the live window (DISPLAY, WAYLAND_DISPLAY and QT_QPA_PLATFORM are unset)")
+    _import_qt()
 
 
 def _import_qt() -> None:

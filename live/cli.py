@@ -9,9 +9,24 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from .commands import bench, demo, detector_sim, live, models, phases, recording, simulate, train
+from .commands import (
+    bench,
+    demo,
+    detector_sim,
+    engines,
+    evaluate,
+    gui,
+    keys,
+    live,
+    models,
+    phases,
+    recording,
+    simulate,
+    train,
+)
 
-COMMAND_GROUPS = (demo, live, detector_sim, recording, models, train, phases, simulate, bench)
+COMMAND_GROUPS = (demo, live, gui, detector_sim, recording, keys, models, engines, train, evaluate, phases, simulate,
+                  bench)
 
 
 class UserError(Exception):

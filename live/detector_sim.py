@@ -29,12 +29,15 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import zmq
 
 from .protocol import ScanEnd, ScanStart, decode, encode_frame, encode_scan_end, encode_scan_start
+
+if TYPE_CHECKING:
+    from .curve import CurveServer
 
 SCAN_START_INTERVAL = 0.5
 """Seconds between repeats of a scan's scan_start while its frames stream."""
@@ -96,18 +99,26 @@ class Publisher:
     """The server's bound socket: XPUB (default) or PUSH; see the module docstring.
 
     ``endpoint`` is the address actually bound, so ``tcp://127.0.0.1:*`` tells its port.
+    ``nodrop`` (XPUB only) makes a subscriber's full queue refuse a message instead of
+    silently dropping it, so :meth:`offer` can tell the caller, who counts it; a refused
+    message reaches no subscriber, so use it with one subscriber (the soak bench does).
+    ``security`` makes the socket a CURVE server that lets in only the clients it lists.
     Raises ``zmq.ZMQError`` when the address cannot be bound.
     """
 
-    def __init__(self, bind: str, *, push: bool = False) -> None:
+    def __init__(self, bind: str, *, push: bool = False, nodrop: bool = False,
+                 security: CurveServer | None = None) -> None:
         self.push = push
+        self.security = security
         self._subscribers = 0
         self._context = zmq.Context()
         self._socket = self._context.socket(zmq.PUSH if push else zmq.XPUB)
+        self._authenticator = None if security is None else security.start(self._socket, self._context)
         self._socket.setsockopt(zmq.SNDHWM, SEND_HWM)
         self._socket.setsockopt(zmq.LINGER, LINGER_MS)
         if not push:
             self._socket.setsockopt(zmq.XPUB_VERBOSER, 1)  # every (un)subscription, so they can be counted
+            self._socket.setsockopt(zmq.XPUB_NODROP, int(nodrop))
         try:
             self._socket.bind(bind)
         except zmq.ZMQError:
@@ -146,20 +157,30 @@ class Publisher:
 
     def send(self, parts: list, give_up: Callable[[], bool]) -> bool:
         """Send one multipart message. XPUB never waits (it drops for a subscriber whose
-        queue is full); PUSH waits for room, asking ``give_up`` every 0.1 s, and returns
-        False, having sent nothing, once it says so."""
-        while True:
-            try:
-                self._socket.send_multipart(parts, zmq.NOBLOCK)
-                return True
-            except zmq.Again:  # PUSH only: no puller, or its queue is full
-                while not self._socket.poll(100, zmq.POLLOUT):
-                    if give_up():
-                        return False
+        queue is full); PUSH (and a ``nodrop`` XPUB) waits for room, asking ``give_up`` every
+        0.1 s, and returns False, having sent nothing, once it says so."""
+        while not self.offer(parts):  # no puller, or a full queue
+            while not self._socket.poll(100, zmq.POLLOUT):
+                if give_up():
+                    return False
+            if give_up():
+                return False
+        return True
+
+    def offer(self, parts: list) -> bool:
+        """Send one multipart message if it can be queued now; False, having sent nothing, when
+        the queue is full (PUSH, or a ``nodrop`` XPUB; a plain XPUB drops silently instead)."""
+        try:
+            self._socket.send_multipart(parts, zmq.NOBLOCK)
+        except zmq.Again:
+            return False
+        return True
 
     def close(self) -> None:
         """Close the socket, giving queued messages up to :data:`LINGER_MS` to leave."""
         self._socket.close()
+        if self._authenticator is not None:
+            self._authenticator.stop()
         self._context.term()
 
     def __enter__(self) -> Publisher:

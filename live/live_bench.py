@@ -8,10 +8,15 @@ random frames stand in for patterns.
 """
 from __future__ import annotations
 
+import datetime
+import json
 import math
 import multiprocessing
+import os
+import re
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import zmq
@@ -25,6 +30,11 @@ from .receiver import Receiver, ScanFinished
 
 COLS = 100
 LATENCY_SECONDS = 3.0
+#: Where ``--record`` appends benchmark records (relative to the working directory: the repository's folder).
+RESULTS_DIR = Path("bench/results")
+#: Keys every engine or live benchmark record carries (None where a benchmark does not measure one).
+RECORD_KEYS = ("device", "date", "model", "engine", "precision", "frame_shape", "batch", "engine_fps",
+               "end_to_end_fps", "latency_p99_ms")
 
 
 @dataclass(frozen=True)
@@ -105,13 +115,50 @@ def ingest_rate(settings: BenchSettings) -> float:
 
 def engine_ceiling(engine: Engine, settings: BenchSettings) -> float:
     """Frames/s of ``engine.infer`` alone on full batches, after a warm-up."""
-    frames = _random_frames(settings.batch_size, settings.frame_shape, engine.card.input_dtype)
+    frames = random_frames(settings.batch_size, settings.frame_shape, engine.card.input_dtype)
+    return measure_rate(engine, frames, min_runs=max(1, settings.frames // settings.batch_size))
+
+
+def measure_rate(engine: Engine, frames: np.ndarray, *, min_runs: int = 3, min_seconds: float = 0.0) -> float:
+    """Frames/s of ``engine.infer(frames)`` repeated at least ``min_runs`` times and ``min_seconds``, after one
+    warm-up call (lazy allocation, kernel choice and CUDA graph capture land there, not in the figure)."""
     engine.infer(frames)
-    batches = max(1, settings.frames // settings.batch_size)
-    began = time.perf_counter()
-    for _ in range(batches):
+    runs, began = 0, time.perf_counter()
+    while runs < min_runs or time.perf_counter() - began < min_seconds:
         engine.infer(frames)
-    return batches * settings.batch_size / (time.perf_counter() - began)
+        runs += 1
+    return runs * len(frames) / (time.perf_counter() - began)
+
+
+def device_tag(device: str) -> str:
+    """The machine part of a results file name: ``cpu-2cores`` or ``cuda-nvidia-h100-80gb-hbm3``."""
+    if device == "cpu":
+        return f"cpu-{os.cpu_count()}cores"
+    from diffstream.engines.availability import cuda_device_name
+
+    return "cuda-" + re.sub(r"[^a-z0-9]+", "-", cuda_device_name().lower()).strip("-")
+
+
+def append_records(records: list[dict], kind: str, folder: Path = RESULTS_DIR) -> list[Path]:
+    """Append benchmark records to ``folder/KIND-DEVICE-DATE.json`` (a JSON list, one file per device and day).
+
+    A file of that name in an older layout (not a list) is left as it is, and the records go to
+    ``KIND-records-DEVICE-DATE.json`` instead: history is never rewritten.
+    """
+    written = []
+    for device in dict.fromkeys(record["device"] for record in records):
+        path = folder / f"{kind}-{device}-{datetime.date.today().isoformat()}.json"
+        existing = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+        if not isinstance(existing, list):
+            path = path.with_name(path.name.replace(f"{kind}-", f"{kind}-records-", 1))
+            existing = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+        existing.extend(record for record in records if record["device"] == device)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.part")
+        temporary.write_text(json.dumps(existing, indent=1) + "\n", encoding="utf-8")
+        os.replace(temporary, path)
+        written.append(path)
+    return written
 
 
 def _pipeline_run(engine: Engine, model_name: str, settings: BenchSettings, *, rate: float, frames: int) -> dict:
@@ -149,14 +196,14 @@ def _send_scan(queue: multiprocessing.Queue, frames: int, settings: BenchSetting
     from .detector_sim import Publisher, array_scan, scan_template, stream
 
     rows = math.ceil(frames / COLS)
-    data = _random_frames(rows * COLS, settings.frame_shape, settings.dtype)
+    data = random_frames(rows * COLS, settings.frame_shape, settings.dtype)
     start = scan_template(settings.kind, (rows, COLS), settings.frame_shape, settings.dtype, {})
     with Publisher("tcp://127.0.0.1:*", push=True) as publisher:
         queue.put(publisher.endpoint)
         stream(publisher, array_scan(start, data), scan_id="bench", rate=rate, stop=threading.Event())
 
 
-def _random_frames(n: int, frame_shape: tuple[int, int], dtype: str) -> np.ndarray:
+def random_frames(n: int, frame_shape: tuple[int, int], dtype: str) -> np.ndarray:
     info = np.iinfo(dtype) if np.issubdtype(np.dtype(dtype), np.integer) else None
     high = 256 if info is None else min(int(info.max) + 1, 4096)
     return np.random.default_rng(0).integers(0, high, (n, *frame_shape)).astype(dtype)

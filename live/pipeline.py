@@ -20,6 +20,7 @@ import numpy as np
 from diffstream.engines import Engine
 
 from .decoder import decode_outputs
+from .frame_cache import FrameCache
 from .map_assembler import MapAssembler, MapSnapshot
 from .map_outputs import scan_summary, write_scan_outputs
 from .protocol import ScanStart
@@ -98,6 +99,8 @@ class LivePipeline:
         self._scan_lock = threading.Lock()
         self._stop = threading.Event()
         self._scan_count = 0
+        self.frame_cache: FrameCache | None = None
+        """Set by a window that shows patterns: every mapped batch's frames are copied into it."""
 
     def stop(self) -> None:
         """Ask :meth:`run` to finish: the scan in progress is saved as it stands."""
@@ -201,6 +204,8 @@ class LivePipeline:
         decoded = decode_outputs(outputs, batch.n)
         scan.assembler.place(batch.indices, decoded.class_id, decoded.class_probability, decoded.usable,
                              decoded.rotation_matrices)
+        if self.frame_cache is not None:
+            self.frame_cache.put(scan.start.scan_id, batch.indices, batch.frames, batch.sent_t)
         t2 = time.perf_counter()
         now = time.time()
         scan.engine_s += t1 - t0

@@ -1,7 +1,8 @@
 """A terminal progress bar for a headless live run, fed by polling, never by the engine thread.
 
 Polling a snapshot twice a second keeps the hot path free of any printing, and the same
-thread watches for outside reasons to stop (the demo's simulator dying).
+thread watches for outside reasons to stop (the demo's simulator dying), also while the live
+window is open, when :attr:`ProgressPrinter.drawing` is off and nothing is printed.
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ class ProgressPrinter:
         self.watch = watch
         self.interval_s = interval_s
         self.stop_reason: str | None = None
+        self.drawing = True
+        """Whether to draw the bar; off while a window shows the progress instead."""
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="diffstream-progress", daemon=True)
         self._bar: tqdm | None = None
@@ -41,7 +44,10 @@ class ProgressPrinter:
                 self.stop_reason = reason
                 self.pipeline.stop()
                 return
-            self._draw()
+            if self.drawing:
+                self._draw()
+            else:
+                self._close_bar()
 
     def _draw(self) -> None:
         snapshot = self.pipeline.snapshot()

@@ -22,6 +22,15 @@ KINDS = ("ebsd", "4dstem")
 DTYPES = ("uint8", "uint16", "float32")
 ENCODINGS = ("raw",)
 
+MAX_SCAN_POINTS = 1 << 24
+"""Most scan positions (rows·cols) a scan_start may announce: 4096×4096, above any EBSD or
+4D-STEM map acquired today. Receivers keep several numbers per position, so an absurd
+scan_shape (65536×65536 is 4·10⁹ points) must be refused before anything is allocated."""
+
+MAX_FRAME_BYTES = 1 << 24
+"""Most bytes (h·w·itemsize) one frame may hold: 16 MiB, e.g. 4096×4096 uint8 or 2048×2048
+float32. Receivers preallocate batches of frames, so the bound is checked at scan_start."""
+
 #: Every ``reason`` a :class:`ProtocolError` can carry, so counters can be pre-filled.
 REASONS = (
     "not_msgpack",
@@ -35,6 +44,8 @@ REASONS = (
     "unknown_scan",
     "payload_size",
     "index_out_of_range",
+    "too_large",
+    "non_finite",
 )
 
 
@@ -158,7 +169,8 @@ def decode(parts: list) -> Message:
 
 
 def check_frame(frame: Frame, start: ScanStart) -> None:
-    """Raise :class:`ProtocolError` unless ``frame`` belongs to and fits ``start``."""
+    """Raise :class:`ProtocolError` unless ``frame`` belongs to and fits ``start``; float32 frames
+    must also be finite, because a NaN pixel turns a network's every output for the frame to NaN."""
     if frame.scan_id != start.scan_id:
         raise ProtocolError("unknown_scan", f"frame of scan {frame.scan_id!r}, current scan is {start.scan_id!r}")
     if not 0 <= frame.index < start.n_frames:
@@ -167,6 +179,14 @@ def check_frame(frame: Frame, start: ScanStart) -> None:
         raise ProtocolError(
             "payload_size", f"payload of {frame.payload.nbytes} bytes, scan_start implies {start.frame_nbytes}"
         )
+    if start.dtype == "float32" and not _finite(frame.payload):
+        raise ProtocolError("non_finite", f"frame {frame.index} of scan {frame.scan_id!r} holds NaN or infinite pixels")
+
+
+def _finite(payload: memoryview) -> bool:
+    """Whether a float32 payload holds only finite pixels. One float64 sum is the cheapest test:
+    NaN and ±inf propagate into it, and finite float32 values cannot overflow it."""
+    return math.isfinite(np.add.reduce(np.frombuffer(payload, np.float32), dtype=np.float64))
 
 
 def _unpack_header(part: Any) -> dict:
@@ -208,6 +228,8 @@ def _decode_scan_start(header: dict) -> ScanStart:
     encoding = header.get("encoding", "raw")
     if encoding not in ENCODINGS:
         raise ProtocolError("unsupported_encoding", f"encoding {encoding!r}; v1 readers accept {', '.join(ENCODINGS)}")
+    scan_shape, frame_shape = _shape(header, "scan_shape"), _shape(header, "frame_shape")
+    _check_size(scan_shape, frame_shape, np.dtype(dtype).itemsize)
     geometry = header.get("geometry", {})
     if not isinstance(geometry, dict):
         raise ProtocolError("bad_field", "geometry must be a map")
@@ -215,14 +237,25 @@ def _decode_scan_start(header: dict) -> ScanStart:
     return ScanStart(
         scan_id=_scan_id(header),
         kind=kind,
-        scan_shape=_shape(header, "scan_shape"),
-        frame_shape=_shape(header, "frame_shape"),
+        scan_shape=scan_shape,
+        frame_shape=frame_shape,
         dtype=dtype,
         encoding=encoding,
         geometry=geometry,
         t=_time(header),
         extra={key: value for key, value in header.items() if key not in known},
     )
+
+
+def _check_size(scan_shape: tuple[int, int], frame_shape: tuple[int, int], itemsize: int) -> None:
+    points = scan_shape[0] * scan_shape[1]
+    if points > MAX_SCAN_POINTS:
+        raise ProtocolError("too_large", f"scan_shape {list(scan_shape)} is {points:,} points; "
+                                         f"the limit is {MAX_SCAN_POINTS:,}")
+    nbytes = frame_shape[0] * frame_shape[1] * itemsize
+    if nbytes > MAX_FRAME_BYTES:
+        raise ProtocolError("too_large", f"frame_shape {list(frame_shape)} is {nbytes:,} bytes a frame; "
+                                         f"the limit is {MAX_FRAME_BYTES:,}")
 
 
 def _require(header: dict, key: str) -> Any:

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import zmq
@@ -25,6 +25,9 @@ from zmq.utils.monitor import recv_monitor_message
 
 from .batch_ring import Allocate, Batch, BatchRing
 from .protocol import REASONS, Frame, Message, ProtocolError, ScanEnd, ScanStart, check_frame, decode
+
+if TYPE_CHECKING:
+    from .curve import CurveClient
 
 log = logging.getLogger("diffstream.live.receiver")
 
@@ -40,6 +43,10 @@ POLL_TICK_S = 0.1
 
 BURST = 1000
 """Messages read per wake-up before the timers are looked at again."""
+
+_HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+"""Monitor events of a connection the server would not complete: "connected" means a handshake succeeded."""
 
 _URL = re.compile(r"(tcp|ipc|inproc)://(.+)")
 
@@ -70,7 +77,7 @@ class ScanFinished:
 class ReceiverStats:
     """A snapshot of the receiver's counters.
 
-    ``state`` is "connecting" (no connection yet, or it dropped), "waiting" (connected, no
+    ``state`` is "connecting" (no connection, or no handshake, yet, or it dropped), "waiting" (connected, no
     scan yet), "receiving", "silent" (no message for ``silence_s`` during a scan), "ended"
     (the last scan finished) or "stopped".
     ``rejected`` holds every reason of :data:`REJECT_REASONS`, zeros included.
@@ -113,12 +120,16 @@ class Receiver:
     message the receiver accepts (scan_starts, repeats included; frames that fit their scan
     and are new; the open scan's scan_end), before batching, so a recorder sees even frames
     the ring drops; it must copy a frame's payload to keep it. ``allocate`` is passed to the
-    :class:`BatchRing`. Use as a context manager, or call :meth:`start` and :meth:`stop`.
+    :class:`BatchRing`. ``security`` makes the socket a CURVE client (:mod:`.curve`): encrypted,
+    and only to the server whose public key it holds; a server that refuses the client's key
+    sends nothing, the state stays "connecting" and the first refusal is logged. Use as a
+    context manager, or call :meth:`start` and :meth:`stop`.
     """
 
     def __init__(self, url: str, *, socket_type: Literal["sub", "pull"] = "sub", batch_size: int = 256,
                  max_wait_s: float = 0.02, n_slots: int = 8, rcvhwm: int = 10_000, silence_s: float = 2.0,
-                 tap: Callable[[Message], object] | None = None, allocate: Allocate | None = None) -> None:
+                 tap: Callable[[Message], object] | None = None, allocate: Allocate | None = None,
+                 security: CurveClient | None = None) -> None:
         _check_url(url)
         if socket_type not in ("sub", "pull"):
             raise ValueError(f"socket_type must be 'sub' or 'pull', got {socket_type!r}")
@@ -145,7 +156,7 @@ class Receiver:
         self._last_message_mono = 0.0
         self._logged: set[str] = set()
         self._stopping = threading.Event()
-        self._socket, self._monitor = self._connect(url, socket_type, rcvhwm)
+        self._socket, self._monitor = self._connect(url, socket_type, rcvhwm, security)
         self._thread = threading.Thread(target=self._run, name="diffstream-receiver", daemon=True)
 
     # ---- public API ---------------------------------------------------------------
@@ -202,9 +213,12 @@ class Receiver:
     # ---- socket -------------------------------------------------------------------
 
     @staticmethod
-    def _connect(url: str, socket_type: str, rcvhwm: int) -> tuple[zmq.Socket, zmq.Socket | None]:
+    def _connect(url: str, socket_type: str, rcvhwm: int,
+                 security: CurveClient | None) -> tuple[zmq.Socket, zmq.Socket | None]:
         """Socket and, except for inproc (which reports no connection events), its connection monitor."""
         socket = zmq.Context.instance().socket(zmq.SUB if socket_type == "sub" else zmq.PULL)
+        if security is not None:
+            security.apply(socket)
         socket.setsockopt(zmq.LINGER, 0)
         socket.setsockopt(zmq.RCVHWM, rcvhwm)
         if socket_type == "sub":
@@ -212,7 +226,8 @@ class Receiver:
         monitor = None
         try:
             if not url.startswith("inproc://"):
-                monitor = socket.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+                monitor = socket.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
+                                                    | _HANDSHAKE_FAILED)
             socket.connect(url)
         except zmq.ZMQError as error:
             if monitor is not None:
@@ -276,7 +291,11 @@ class Receiver:
                 event = recv_monitor_message(self._monitor, zmq.NOBLOCK)["event"]
             except zmq.Again:
                 return
-            if event == zmq.EVENT_CONNECTED and self._state == "connecting":
+            if event & _HANDSHAKE_FAILED and "handshake" not in self._logged:
+                self._logged.add("handshake")
+                log.warning("%s: the server refused the connection's handshake (a CURVE key it does not accept, or "
+                            "CURVE on one side only); retrying", self.url)
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED and self._state == "connecting":
                 self._set_state("waiting")
             elif event == zmq.EVENT_DISCONNECTED and self._state == "waiting":
                 self._set_state("connecting")

@@ -26,7 +26,9 @@ File format, version 1 (every scan's frames exactly as they came off the wire)::
         t_sent  (N,) float64 each frame's t: the sender's clock, Unix seconds
 
 N below ``frames_sent`` means frames were lost in transport (SUB drops when a receiver
-falls behind). Only a killed process (SIGKILL, power loss) can lose the unflushed tail.
+falls behind). Only a killed process (SIGKILL, power loss) can lose the unflushed tail: at
+most the last :data:`FLUSH_INTERVAL_S` of frames, since the buffer is written and the file
+flushed at least that often; the file stays readable, holding every frame flushed before.
 """
 from __future__ import annotations
 
@@ -35,13 +37,18 @@ import io
 import json
 import math
 import threading
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
 import zmq
 
 from .protocol import Frame, Message, ProtocolError, ScanEnd, ScanStart, check_frame, decode
+
+if TYPE_CHECKING:
+    from .curve import CurveClient
 
 FORMAT = "diffstream-recording"
 FORMAT_VERSION = 1
@@ -52,6 +59,10 @@ enough that a write's fixed cost is spread over hundreds of small frames."""
 
 MIN_SAVING = 0.1
 """Share of bytes compression must save for a scan's frames to be stored compressed."""
+
+FLUSH_INTERVAL_S = 1.0
+"""Longest a received frame waits in memory before it is written and the file flushed to disk,
+however slowly frames come: what a killed process (SIGKILL, power loss) can lose."""
 
 RECEIVE_HWM = 20_000
 """Messages ``record`` lets queue while it writes (a second at 20,000 frames/s)."""
@@ -79,6 +90,7 @@ class Recorder:
         self.frames = 0
         self.incomplete = 0
         self.ignored = 0
+        self._flush_due = time.monotonic() + FLUSH_INTERVAL_S
 
     def on_message(self, message: Message) -> None:
         if isinstance(message, Frame):
@@ -95,6 +107,21 @@ class Recorder:
             self._finish(message)
         else:
             self.ignored += 1
+        self.flush_if_due()
+
+    def flush_if_due(self) -> None:
+        """Write buffered frames and flush the file if :data:`FLUSH_INTERVAL_S` has passed since
+        the last flush; a receive loop calls this when idle too, so a stream that stops is not held."""
+        if time.monotonic() >= self._flush_due:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write buffered frames and flush the file to disk: a process killed afterwards loses none of them."""
+        if self._open is not None:
+            self._open.flush()
+        if self._file.id.valid:
+            self._file.flush()
+        self._flush_due = time.monotonic() + FLUSH_INTERVAL_S
 
     def close(self) -> None:
         """Write what is buffered, mark an open scan incomplete, and close the file."""
@@ -176,24 +203,27 @@ class _ScanWriter:
 
 
 def record(endpoint: str, recorder: Recorder, *, scans: int = 1, pull: bool = False,
-           stop: threading.Event) -> collections.Counter[str]:
+           stop: threading.Event, security: CurveClient | None = None) -> collections.Counter[str]:
     """Receive from ``endpoint`` (SUB, or PULL with ``pull``) into ``recorder`` until
     ``scans`` scans have ended (0: until ``stop``) or ``stop`` is set. Every message is
     decoded and checked against its scan_start; what fails is counted by
     ``ProtocolError.reason`` (returned) and skipped, never fatal. Frames before the first
-    scan_start a late subscriber hears count as ``unknown_scan``. Raises ``zmq.ZMQError``
-    for an address that cannot be connected to."""
+    scan_start a late subscriber hears count as ``unknown_scan``. ``security`` connects with
+    CURVE (:mod:`.curve`). Raises ``zmq.ZMQError`` for an address that cannot be connected to."""
     faults: collections.Counter[str] = collections.Counter()
     with zmq.Context() as context, context.socket(zmq.PULL if pull else zmq.SUB) as socket:
         socket.setsockopt(zmq.RCVHWM, RECEIVE_HWM)
         socket.setsockopt(zmq.LINGER, 0)
         if not pull:
             socket.setsockopt(zmq.SUBSCRIBE, b"")
+        if security is not None:
+            security.apply(socket)
         socket.connect(endpoint)
         current: ScanStart | None = None
         ended = 0
         while not stop.is_set() and (scans == 0 or ended < scans):
             if not socket.poll(100, zmq.POLLIN):
+                recorder.flush_if_due()
                 continue
             try:
                 message = decode(socket.recv_multipart(copy=False))

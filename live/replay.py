@@ -34,7 +34,7 @@ import msgpack
 import numpy as np
 
 from .detector_sim import Chunk, Scan, scan_template
-from .protocol import DTYPES, ProtocolError, ScanStart, decode
+from .protocol import DTYPES, ScanStart, decode
 from .recorder import FORMAT
 
 READ_BYTES = 8 << 20
@@ -60,27 +60,61 @@ def open_source(path: str | Path) -> RecordingSource | SignalSource:
 
 
 def is_recording(path: Path) -> bool:
-    """Whether ``path`` is a :class:`~.recorder.Recorder` file."""
+    """Whether ``path`` is a :class:`~.recorder.Recorder` file (a damaged HDF5 file is not)."""
     if not h5py.is_hdf5(path):
         return False
-    with h5py.File(path, "r") as file:
-        return file.attrs.get("format") == FORMAT
+    try:
+        with h5py.File(path, "r") as file:
+            return file.attrs.get("format") == FORMAT
+    except OSError:  # truncated or otherwise damaged: left to the other readers, which say so
+        return False
 
 
 class RecordingSource:
-    """Every scan of a recording, in the order recorded."""
+    """Every scan of a recording, in the order recorded.
+
+    Everything is checked when the file is opened, as a receiver checks the wire: each scan's
+    scan_start must decode, and its frames, indices and times must agree with it, so a damaged
+    or hand-edited recording is one clear error rather than a replay that sends bad frames.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        with h5py.File(path, "r") as file:
-            groups = sorted(file["scans"], key=int) if "scans" in file else []
-            self._scans = [(name, self._start(name, file["scans"][name].attrs["scan_start"])) for name in groups]
-
-    def _start(self, name: str, text: str) -> ScanStart:
         try:
-            return decode([msgpack.packb(json.loads(text))])
-        except (ValueError, ProtocolError) as error:
-            raise UnreadableFileError(f"{self.path}: scan {name} has an invalid scan_start ({error})") from None
+            with h5py.File(path, "r") as file:
+                scans = file.get("scans")
+                if not isinstance(scans, h5py.Group) or not all(name.isdigit() for name in scans):
+                    raise UnreadableFileError(f"{path}: a recording without a valid /scans group")
+                self._scans = [(name, self._check(name, scans[name])) for name in sorted(scans, key=int)]
+        except (OSError, KeyError) as error:  # h5py reports damage in the file as these
+            raise UnreadableFileError(f"{path}: a damaged recording ({_first_line(error)})") from None
+
+    def _check(self, name: str, group: object) -> ScanStart:
+        """The scan_start of scan ``name``, after checking that its datasets fit it."""
+        where = f"{self.path}: scan {name}"
+        if not isinstance(group, h5py.Group) or not all(
+                isinstance(group.get(key), h5py.Dataset) for key in ("frames", "index", "t_sent")):
+            raise UnreadableFileError(f"{where} lacks its frames, index or t_sent")
+        text = group.attrs.get("scan_start")
+        try:
+            start = decode([msgpack.packb(json.loads(text))])
+        except (TypeError, ValueError, OverflowError) as error:  # json, msgpack (huge ints) and ProtocolError
+            raise UnreadableFileError(f"{where} has an invalid scan_start ({_first_line(error)})") from None
+        if not isinstance(start, ScanStart):
+            raise UnreadableFileError(f"{where}: its scan_start attribute holds a {type(start).__name__}")
+        frames, index = group["frames"], group["index"]
+        n = frames.shape[0] if frames.ndim == 3 else -1
+        if (frames.shape[1:] != start.frame_shape or frames.dtype != np.dtype(start.dtype)
+                or index.shape != (n,) or group["t_sent"].shape != (n,) or index.dtype.kind not in "iu"):
+            raise UnreadableFileError(
+                f"{where}: frames {frames.dtype} {frames.shape} and index {index.dtype} {index.shape} do not fit "
+                f"its scan_start ({start.frame_shape[0]}×{start.frame_shape[1]} {start.dtype} frames)")
+        if n > 0:
+            indices = index[()]
+            low, high = int(indices.min()), int(indices.max())
+            if low < 0 or high >= start.n_frames:
+                raise UnreadableFileError(f"{where}: indices {low} to {high} outside its {start.n_frames}-point scan")
+        return start
 
     def scans(self) -> Iterator[Scan]:
         for name, start in self._scans:

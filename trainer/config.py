@@ -22,6 +22,10 @@ BLIND_REST = "rest"
 """``data.blind`` keyword: every catalogue material not trained on."""
 
 
+DATA_KINDS = ("ebsd", "4dstem")
+LABELS = ("lattice", "ordering")
+
+
 class ConfigError(ValueError):
     """A config file that cannot be used; the message names the file and the field."""
 
@@ -37,6 +41,12 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
+    kind: str = "ebsd"
+    """"ebsd" (Kikuchi patterns, Bravais-lattice classes) or "4dstem" (SPED spot patterns,
+    one class per material, the splits of ``patterns``: see ``datasets.store``)."""
+    labels: str = "lattice"
+    """EBSD classes: "lattice" (the 14 Bravais lattices) or "ordering" (ordered vs disordered,
+    paper 1's point-group study: ``datasets.lattices.POINT_GROUP_PAIRS``)."""
     materials: tuple[str, ...] | str = PAPER1_TRAINING
     blind: tuple[str, ...] | str = BLIND_REST
     orientation_phases: tuple[str, ...] = ("Ni", "Fe", "Ti")
@@ -64,6 +74,10 @@ class DataConfig:
     """Lambert half size of the kinematical master patterns (400: the physics default)."""
     shard_size: int = 4096
     seed: int = 0
+    patterns: int = 0
+    """4D-STEM only: labelled frames in all, split 60/20/20 into train, val and test (paper 2)."""
+    dose: tuple[float, float] = (2e4, 5e5)
+    """4D-STEM only: electrons per pattern, drawn log-uniformly per camera block."""
 
 
 @dataclass(frozen=True)
@@ -73,9 +87,19 @@ class TrainConfig:
     learning_rate: float = 1e-3
     weight_decay: float = 0.0
     lr_schedule: str = "cosine"
-    """"cosine" (decays to 1 % over ``epochs``) or "constant" (paper 1's Keras Adam)."""
+    """"cosine" (decays to 1 % over ``epochs``), "constant" (paper 1's Keras Adam) or "paper2"
+    (lr0·0.995^((i+1)/500), i the optimiser step, as Keras' ExponentialDecay with 500 decay
+    steps; paper 2's text calls i the epoch, at which the decay would be under 1 % in 1,000
+    epochs)."""
     early_stopping_patience: int = 3
     early_stopping_min_delta: float = 0.001
+    orientation_loss: str = "symmetry-aware"
+    """"symmetry-aware" (min over the Laue group, on the 6D head) or "euler-huber" (paper 2:
+    Huber loss on the normalised Euler angles, for ``rotation = "euler"`` networks)."""
+    stop_val_r2: float = 0.0
+    """Paper 2's stopping rule: stop once the validation R² on Euler angles reaches this,
+    checked every ``r2_every`` epochs (0: off)."""
+    r2_every: int = 10
     orientation_weight: float = 1.0
     usable_weight: float = 0.5
     class_weights: dict[str, float] = field(default_factory=dict)
@@ -167,7 +191,7 @@ def _section(cls: type, values: dict, where: str) -> Any:
 
 def _check(section: Any, where: str) -> None:
     positive = ("patterns_per_lattice", "val_patterns_per_lattice", "test_patterns_per_phase", "shard_size",
-                "epochs", "batch_size")
+                "epochs", "batch_size", "r2_every")
     for name in positive:
         value = getattr(section, name, 1)
         if not isinstance(value, int) or value < 1:
@@ -176,5 +200,16 @@ def _check(section: Any, where: str) -> None:
     if not 0.0 <= fraction < 1.0:
         raise ConfigError(f"{where}: unusable_fraction must be in [0, 1), got {fraction!r}")
     schedule = getattr(section, "lr_schedule", "cosine")
-    if schedule not in ("cosine", "constant"):
-        raise ConfigError(f"{where}: lr_schedule must be 'cosine' or 'constant', got {schedule!r}")
+    if schedule not in ("cosine", "constant", "paper2"):
+        raise ConfigError(f"{where}: lr_schedule must be 'cosine', 'constant' or 'paper2', got {schedule!r}")
+    loss = getattr(section, "orientation_loss", "symmetry-aware")
+    if loss not in ("symmetry-aware", "euler-huber"):
+        raise ConfigError(f"{where}: orientation_loss must be 'symmetry-aware' or 'euler-huber', got {loss!r}")
+    labels = getattr(section, "labels", "lattice")
+    if labels not in LABELS:
+        raise ConfigError(f"{where}: labels must be one of {', '.join(LABELS)}, got {labels!r}")
+    kind = getattr(section, "kind", "ebsd")
+    if kind not in DATA_KINDS:
+        raise ConfigError(f"{where}: kind must be one of {', '.join(DATA_KINDS)}, got {kind!r}")
+    if kind == "4dstem" and (not isinstance(section.patterns, int) or section.patterns < 5):
+        raise ConfigError(f"{where}: a 4dstem set needs patterns, an integer of at least 5, got {section.patterns!r}")

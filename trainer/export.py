@@ -10,11 +10,17 @@ card's contract exactly: ``class_probabilities`` (softmax), ``rotation_matrix`` 
 The exporter is torch's TorchScript-based one (``dynamo=False``): the torch.export-based
 default needs the onnxscript package, which diffstream does not depend on, and the
 TorchScript exporter covers every operator these networks use.
+
+Beside the ONNX goes the same wrapper as a ``torch.export`` program (``NAME.pt2``), which the
+torch backend (``engines/torch_engine.py``) runs on machines with PyTorch but no TensorRT.
+The card stays in the ONNX only: one file is the model's description, the other a second
+compilation of the same weights.
 """
 from __future__ import annotations
 
 import os
 import platform
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -35,6 +41,8 @@ from .training import config_from_checkpoint, load_checkpoint, model_from_checkp
 
 OPSET = 18
 BENCH_BATCH = 256
+#: Largest batch the torch program's dynamic batch dimension admits (far above any live batch).
+PROGRAM_MAX_BATCH = 65536
 
 PREPROCESSING = (
     "inside the graph: cast uint8 to float32; resize (bilinear) to the network input if the frame differs; "
@@ -84,6 +92,27 @@ def export_network(network: DiffractionNetwork, frame_shape: tuple[int, int], ca
     return out
 
 
+def export_program(network: DiffractionNetwork, frame_shape: tuple[int, int], out: str | Path) -> Path:
+    """Write ``network`` as a ``torch.export`` program (``.pt2``) with a dynamic batch axis: uint8
+    frames (N, H, W) in, the contract's three outputs out in :data:`OUTPUTS` order; atomic.
+
+    Weights are saved as raw tensor payloads (torch.export's default), which is what lets the
+    torch backend refuse any archive that would need unpickling (``engines/torch_engine.py``).
+    """
+    out = Path(out)
+    wrapper = ExportWrapper(network.eval()).eval()
+    example = torch.zeros((2, *frame_shape), dtype=torch.uint8)
+    batch = torch.export.Dim("N", min=1, max=PROGRAM_MAX_BATCH)
+    with torch.no_grad():
+        program = torch.export.export(wrapper, (example,), dynamic_shapes={"frames": {0: batch}})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as folder:
+        temporary = Path(folder) / out.name  # the archive's inner folder is named after the file
+        torch.export.save(program, str(temporary))
+        os.replace(temporary, out)
+    return out
+
+
 def build_card(config: Config, checkpoint: dict, metrics: dict) -> ModelCard:
     """The card of a lattice model trained with ``config``: the classes with their holohedral
     point groups, ``orientation`` on the lattices of the phases whose orientation was trained."""
@@ -129,17 +158,22 @@ def build_card(config: Config, checkpoint: dict, metrics: dict) -> ModelCard:
 
 
 def export_checkpoint(checkpoint_path: str | Path, out: str | Path, evaluate: bool = False) -> ModelCard:
-    """``diffstream export``: the checkpoint's network and card to ``out``; with ``evaluate``
-    the file is then scored on the test, blind and demo splits and timed, and rewritten
-    with those numbers in its card."""
+    """``diffstream export``: the checkpoint's network and card to ``out``, and the torch program
+    to ``out`` with suffix ``.pt2``; with ``evaluate`` the ONNX is then scored on the test, blind
+    and demo splits and timed, and rewritten with those numbers in its card."""
     checkpoint = load_checkpoint(checkpoint_path)
     config = config_from_checkpoint(checkpoint)
+    if config.data.kind == "4dstem":
+        from .sped_export import export_sped_checkpoint
+
+        return export_sped_checkpoint(checkpoint_path, out, evaluate=evaluate)
     network = model_from_checkpoint(checkpoint)
     best = checkpoint["state"]["best_metrics"]
     metrics = {"validation": {k: best.get(k) for k in ("epoch", "val_loss", "val_lattice_accuracy",
                                                         "val_median_disorientation_deg", "val_usable_accuracy")}}
     card = build_card(config, checkpoint, metrics)
     export_network(network, tuple(config.data.frame_shape), card, out)
+    export_program(network, tuple(config.data.frame_shape), Path(out).with_suffix(".pt2"))
     if evaluate:
         metrics.update(evaluate_onnx(out, config, tuple(checkpoint["orientation_phases"])))
         card = build_card(config, checkpoint, metrics)

@@ -34,6 +34,31 @@ def rotation_6d_to_matrix(x: torch.Tensor) -> torch.Tensor:
     return torch.stack((b1, b2, b3), dim=-1)
 
 
+EULER_RANGES = (2 * np.pi, np.pi, 2 * np.pi)
+"""Range of the Bunge angles (φ1, Φ, φ2) as orix gives them; dividing by it puts each angle
+on [0, 1], paper 2's normalised regression targets (the paper normalises but does not say
+how; this is the natural choice for angles with fixed ranges)."""
+
+
+def euler_to_matrix(angles: torch.Tensor) -> torch.Tensor:
+    """Rotation matrices (N, 3, 3) of Bunge Euler angles (N, 3) in radians, equal to orix's
+    ``Rotation.from_euler(angles).to_matrix()``: the output of a network regressing Euler
+    angles as paper 2 does, in the model contract's form."""
+    c1, c, c2 = torch.cos(angles).unbind(-1)
+    s1, s, s2 = torch.sin(angles).unbind(-1)
+    rows = (
+        (c1 * c2 - s1 * s2 * c, s1 * c2 + c1 * s2 * c, s2 * s),
+        (-c1 * s2 - s1 * c2 * c, -s1 * s2 + c1 * c2 * c, c2 * s),
+        (s1 * s, -c1 * s, c),
+    )
+    return torch.stack([torch.stack(row, dim=-1) for row in rows], dim=-2)
+
+
+def normalised_euler(quaternions: np.ndarray) -> np.ndarray:
+    """(N, 3) Bunge angles of (N, 4) quaternions divided by ``EULER_RANGES``: each on [0, 1]."""
+    return Rotation(np.asarray(quaternions, dtype=np.float64)).to_euler() / np.array(EULER_RANGES)
+
+
 def quaternions_to_matrices(quaternions: np.ndarray) -> np.ndarray:
     """orix's ``Rotation.to_matrix()`` of (N, 4) quaternions (w, x, y, z), as (N, 3, 3) float64:
     the exact target the exported ``rotation_matrix`` output promises."""

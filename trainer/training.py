@@ -3,8 +3,11 @@ epoch, early stopping and resumable checkpoints.
 
 Loss = cross-entropy on the lattice (usable frames only: a frame with no pattern has no
 lattice) + ``orientation_weight`` × the symmetry-aware rotation loss (usable frames of the
-phases whose orientation is trained; the others have no operator row and are masked) +
-``usable_weight`` × binary cross-entropy of the usable logit (every frame).
+phases whose orientation is trained; the others have no operator row and are masked), or
+paper 2's Huber loss on normalised Euler angles (``orientation_loss = "euler-huber"``) +
+``usable_weight`` × binary cross-entropy of the usable logit (every frame). Paper 2's
+stopping rule (validation R² on Euler angles, every ``r2_every`` epochs) may end a run
+besides early stopping on the validation loss.
 
 Checkpoints (``last.pt`` after every epoch, ``best.pt`` at the best validation loss) hold
 the model, optimiser, scheduler, epoch, best metric, history and the config text, which is
@@ -19,14 +22,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from orix.quaternion import Rotation
 from torch import nn
 from tqdm import tqdm
 
 from .config import Config, parse_config
-from .datasets import LATTICES, Shard, load_split, score
+from .datasets import LATTICES, Shard, class_names, load_split, paper2_scores, score
 from .datasets.store import resolve_materials
 from .models import DiffractionNetwork, NetworkOutputs, build_model
-from .orientation import operator_table, quaternions_to_matrices, symmetry_aware_loss
+from .orientation import normalised_euler, operator_table, quaternions_to_matrices, symmetry_aware_loss
 from .physics.catalogue import get_phase_entry
 
 CHECKPOINT_FORMAT = 1
@@ -70,6 +74,8 @@ class Batchable:
     rotation: torch.Tensor
     operator_row: torch.Tensor
     usable: torch.Tensor
+    euler: torch.Tensor
+    """Normalised Bunge angles of the label, paper 2's regression target."""
 
     @classmethod
     def from_shard(cls, shard: Shard, task: OrientationTask) -> Batchable:
@@ -79,6 +85,7 @@ class Batchable:
             rotation=torch.from_numpy(quaternions_to_matrices(shard.quaternions).astype(np.float32)),
             operator_row=torch.from_numpy(task.rows(shard.phase)),
             usable=torch.from_numpy(shard.usable.astype(np.float32)),
+            euler=torch.from_numpy(normalised_euler(shard.quaternions).astype(np.float32)),
         )
 
     def __len__(self) -> int:
@@ -86,15 +93,16 @@ class Batchable:
 
     def batch(self, index: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
         return {name: getattr(self, name)[index].to(device, non_blocking=True)
-                for name in ("frames", "lattice", "rotation", "operator_row", "usable")}
+                for name in ("frames", "lattice", "rotation", "operator_row", "usable", "euler")}
 
 
 class MultiTaskLoss(nn.Module):
     """The three-part loss of the module docstring; returns the total and its parts."""
 
     def __init__(self, operators: np.ndarray, orientation_weight: float, usable_weight: float,
-                 class_weights: np.ndarray | None = None) -> None:
+                 class_weights: np.ndarray | None = None, orientation_loss: str = "symmetry-aware") -> None:
         super().__init__()
+        self.orientation_loss = orientation_loss
         self.register_buffer("operators", torch.tensor(operators, dtype=torch.float32))
         self.register_buffer("class_weights", None if class_weights is None else
                              torch.tensor(class_weights, dtype=torch.float32))
@@ -110,7 +118,11 @@ class MultiTaskLoss(nn.Module):
             ce = out.logits.sum() * 0
         rows = batch["operator_row"]
         oriented = usable & (rows >= 0)
-        if oriented.any():
+        if oriented.any() and self.orientation_loss == "euler-huber":
+            if out.euler is None:
+                raise TrainingError("train.orientation_loss euler-huber needs a network with rotation = 'euler'")
+            rot = nn.functional.huber_loss(out.euler[oriented], batch["euler"][oriented])
+        elif oriented.any():
             ops = self.operators[rows[oriented]]
             rot = symmetry_aware_loss(out.rotation[oriented], batch["rotation"][oriented], ops).mean()
         else:
@@ -140,9 +152,11 @@ def train(config: Config, out_dir: str | Path, device: str = "cpu", resume: bool
     val_shard = load_split(config.data, "val", progress)
     val_data = Batchable.from_shard(val_shard, task)
 
+    classes = class_names(config.data)
     model = _build(config).to(dev)
     loss_fn = MultiTaskLoss(task.operators, config.train.orientation_weight, config.train.usable_weight,
-                            class_weight_vector(config.train.class_weights)).to(dev)
+                            class_weight_vector(config.train.class_weights, classes),
+                            config.train.orientation_loss).to(dev)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.train.learning_rate,
                                  weight_decay=config.train.weight_decay)
     steps_per_epoch = math.ceil(len(train_data) / config.train.batch_size)
@@ -157,7 +171,7 @@ def train(config: Config, out_dir: str | Path, device: str = "cpu", resume: bool
         epoch = state["epoch"]
         train_loss = _run_epoch(model, loss_fn, optimizer, scheduler, train_data, config, epoch, dev, progress)
         val_loss, val_parts, outputs = evaluate_loss(model, loss_fn, val_data, dev)
-        metrics = score(val_shard, *outputs, orientation_phases=task.phases)
+        metrics = score(val_shard, *outputs, orientation_phases=task.phases, classes=classes)
         improved = val_loss < state["best_val_loss"] - config.train.early_stopping_min_delta
         entry = {"epoch": epoch + 1, "train_loss": round(train_loss, 5), "val_loss": round(val_loss, 5),
                  "val_parts": {k: round(v, 5) for k, v in val_parts.items()},
@@ -165,6 +179,10 @@ def train(config: Config, out_dir: str | Path, device: str = "cpu", resume: bool
                  "val_median_disorientation_deg": metrics.get("median_disorientation_deg", {}),
                  "val_usable_accuracy": metrics.get("usable_accuracy"),
                  "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.monotonic() - started, 1)}
+        stop_by_r2 = bool(config.train.stop_val_r2) and (epoch + 1) % config.train.r2_every == 0
+        if stop_by_r2:
+            entry["val_euler_r2"] = euler_r2(val_shard, outputs[1], task)
+            stop_by_r2 = entry["val_euler_r2"] >= config.train.stop_val_r2
         state["history"].append(entry)
         state["epoch"] = epoch + 1
         state["stale_epochs"] = 0 if improved else state["stale_epochs"] + 1
@@ -176,31 +194,44 @@ def train(config: Config, out_dir: str | Path, device: str = "cpu", resume: bool
             state["best_metrics"] = {**entry, "val": metrics}
             _save(out_dir / "best.pt", config, model, optimizer, scheduler, state, task)
         _save(last, config, model, optimizer, scheduler, state, task)
-        if state["stale_epochs"] > config.train.early_stopping_patience:
+        if state["stale_epochs"] > config.train.early_stopping_patience or stop_by_r2:
             break
         if config.train.time_limit_minutes and time.monotonic() - started > 60 * config.train.time_limit_minutes:
             break
     return state["best_metrics"]
 
 
-def class_weight_vector(weights: dict[str, float]) -> np.ndarray | None:
+def class_weight_vector(weights: dict[str, float], classes: tuple[str, ...] = LATTICES) -> np.ndarray | None:
     """The config's per-class weights in class order (None when all are 1)."""
-    unknown = set(weights) - set(LATTICES)
+    unknown = set(weights) - set(classes)
     if unknown:
         raise TrainingError(f"train.class_weights: unknown classes {', '.join(sorted(unknown))}")
     if not weights:
         return None
-    return np.array([float(weights.get(name, 1.0)) for name in LATTICES])
+    return np.array([float(weights.get(name, 1.0)) for name in classes])
 
 
 def _build(config: Config) -> DiffractionNetwork:
-    return build_model(config.model.architecture, len(LATTICES), config.model.input_size, **config.model.options)
+    return build_model(config.model.architecture, len(class_names(config.data)), config.model.input_size,
+                       **config.model.options)
+
+
+def euler_r2(shard: Shard, rotations: np.ndarray, task: OrientationTask) -> float:
+    """Paper 2's R² on Bunge Euler angles (degrees) of the oriented frames: the network's
+    rotations as Euler angles against the labels', no symmetry (paper 2's stopping score)."""
+    rows = np.flatnonzero(shard.usable & (task.rows(shard.phase) >= 0))
+    predicted = Rotation.from_matrix(rotations[rows].astype(np.float64)).to_euler(degrees=True)
+    target = Rotation(shard.quaternions[rows]).to_euler(degrees=True)
+    return paper2_scores(predicted, target)["r2"]
 
 
 def _schedule(kind: str, total_steps: int):
-    """Learning-rate factor per optimiser step: cosine from 1 down to 0.01, or constant."""
+    """Learning-rate factor per optimiser step: cosine from 1 down to 0.01, constant, or
+    paper 2's 0.995^((step + 1)/500)."""
     if kind == "constant":
         return lambda step: 1.0
+    if kind == "paper2":
+        return lambda step: 0.995 ** ((step + 1) / 500)
     return lambda step: 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
 
 
@@ -258,7 +289,7 @@ def _save(path: Path, config: Config, model: DiffractionNetwork, optimizer: torc
         "config_text": config.source,
         "quick": config.quick,
         "model": {"architecture": model.name, "num_classes": model.num_classes, "options": model.options},
-        "classes": list(LATTICES),
+        "classes": list(class_names(config.data)),
         "orientation_phases": dict(zip(task.phases, task.point_groups)),
         "state_dict": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -282,12 +313,16 @@ def _restore(path: Path, config: Config, model: nn.Module, optimizer: torch.opti
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """A checkpoint's contents (on the CPU); refuses files that are not diffstream checkpoints."""
+    """A checkpoint's contents (on the CPU); refuses files that are not diffstream checkpoints.
+
+    Loaded weights-only: a checkpoint is tensors, numbers, strings and containers, so torch's
+    restricted unpickler reads it, and a file from elsewhere cannot run code when opened.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises pickle and zip errors of several types
         raise TrainingError(f"{path} is not a readable checkpoint ({type(error).__name__})") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:

@@ -12,12 +12,12 @@ import platform
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from . import bench_live, bench_simulate
+    from . import bench_engine, bench_gui, bench_live, bench_simulate, bench_soak
 
     parser = subparsers.add_parser("bench", help="measure rates on this machine",
                                    description="Measure and print rates on this machine.")
     what = parser.add_subparsers(dest="what", required=True, metavar="WHAT")
-    for module in (bench_simulate, bench_live):
+    for module in (bench_simulate, bench_live, bench_engine, bench_gui, bench_soak):
         module.register(what)
 
 

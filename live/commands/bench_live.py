@@ -3,8 +3,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from typing import TYPE_CHECKING
 
 from .bench import machine_record
+
+if TYPE_CHECKING:
+    from diffstream.engines import Engine
 
 
 def register(what: argparse._SubParsersAction) -> None:
@@ -27,6 +32,11 @@ def register(what: argparse._SubParsersAction) -> None:
     live.add_argument("--latency-rate", type=float, default=2000.0, metavar="FPS",
                       help="paced rate for the latency run (default 2000 frames/s)")
     live.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    live.add_argument("--record", action="store_true",
+                      help="append a record (device, date, model, engine, precision, frame_shape, batch, engine_fps = "
+                           "the engine ceiling, end_to_end_fps, latency_p99_ms at the paced rate) to "
+                           "bench/results/live-DEVICE-DATE.json, or live-records-DEVICE-DATE.json where the "
+                           "former holds an older layout")
     live.set_defaults(handler=_run_live)
 
 
@@ -45,7 +55,7 @@ def _frame_shape(text: str) -> tuple[int, int]:
 def _run_live(args: argparse.Namespace) -> int:
     from diffstream.engines import EngineError, ModelCardError, create_engine
     from diffstream.live.cli import UserError
-    from diffstream.live.live_bench import BenchSettings, run_live_bench
+    from diffstream.live.live_bench import BenchSettings, append_records, run_live_bench
 
     if args.frames < args.batch_size or args.batch_size < 1:
         raise UserError("--frames must be at least --batch-size, and --batch-size at least 1")
@@ -62,6 +72,9 @@ def _run_live(args: argparse.Namespace) -> int:
         "engine": {"name": engine.name, "device": engine.device}, "frame_shape": list(shape),
         "frames": args.frames, "batch_size": args.batch_size, **run_live_bench(engine, str(args.model), settings),
     }
+    if args.record:
+        for path in append_records([live_record(result, engine)], "live"):
+            print(f"recorded in {path}", file=sys.stderr if args.json else sys.stdout)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -82,3 +95,16 @@ def _run_live(args: argparse.Namespace) -> int:
     print(f"  latency at {paced['rate_fps']:,.0f} frames/s: p50 {paced['latency_ms']['p50']} ms, "
           f"p99 {paced['latency_ms']['p99']} ms ({paced['frames_received']}/{paced['frames']} frames)")
     return 0
+
+
+def live_record(result: dict, engine: Engine) -> dict:
+    """The run as a benchmark record with the keys every engine and live record shares, plus the full result."""
+    from diffstream.live.live_bench import device_tag
+
+    return {
+        "device": device_tag(engine.device), "date": result["machine"]["date"], "model": result["model"],
+        "engine": engine.name, "precision": engine.precision, "frame_shape": result["frame_shape"],
+        "batch": result["batch_size"], "engine_fps": result["engine_ceiling_fps"],
+        "end_to_end_fps": result["pipeline"]["end_to_end_fps"],
+        "latency_p99_ms": result["paced"]["latency_ms"]["p99"], "result": result,
+    }

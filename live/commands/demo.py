@@ -37,6 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--phases", default=DEMO_PHASES, metavar="NAME:FRACTION,...",
                         help=f"specimen phases (default {DEMO_PHASES})")
     parser.add_argument("--seed", type=int, default=7, help="specimen seed (default 7)")
+    parser.add_argument("--screenshot", type=Path, metavar="FILE",
+                        help="run the scan in the window, save a PNG of the whole window when it ends, and exit "
+                             "(also offscreen: QT_QPA_PLATFORM=offscreen)")
     parser.set_defaults(handler=run)
 
 
@@ -53,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
     # reads a half-written numba cache crashes.
     import diffstream.live.pipeline  # noqa: F401
 
+    if args.screenshot is not None:
+        _check_screenshot(args)
     args.out = args.out or default_out_dir()
     args.out.mkdir(parents=True, exist_ok=True)
     truth = args.out / "truth.h5"
@@ -62,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         "--scan", args.scan, "--rate", str(args.rate), "--phases", args.phases, "--seed", str(args.seed),
         "--truth", str(truth),
     ]
-    simulator = subprocess.Popen(command, preexec_fn=_die_with_parent)
+    simulator = subprocess.Popen(command, preexec_fn=die_with_parent)
     try:
         reports = run_pipeline(args, url, truth=truth, follow=False, watch=lambda: _died(simulator))
     finally:
@@ -78,7 +83,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _die_with_parent() -> None:
+def _check_screenshot(args: argparse.Namespace) -> None:
+    """Refuse a screenshot that cannot be written before the scan runs, not after it."""
+    from diffstream.live.cli import UserError
+
+    if args.headless:
+        raise UserError("--screenshot needs the window; leave out --headless")
+    if args.screenshot.suffix.lower() not in (".png", ".jpg", ".jpeg", ".bmp"):
+        raise UserError(f"--screenshot: {args.screenshot} must end in .png, .jpg or .bmp")
+    if not args.screenshot.parent.is_dir():
+        raise UserError(f"--screenshot: no folder {args.screenshot.parent}")
+
+
+def die_with_parent() -> None:
     """Linux: the kernel sends the simulator SIGTERM if the demo dies before it can stop it."""
     try:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)

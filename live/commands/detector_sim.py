@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import keys
 from .simulate import parse_phase_fractions, parse_scan_shape
 
 if TYPE_CHECKING:
@@ -67,6 +68,7 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
                              "PUSH always waits for a puller)")
     parser.add_argument("--wait-timeout", type=float, default=300.0, metavar="SECONDS",
                         help="give up waiting for subscribers after this long (default 300)")
+    keys.add_server_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -119,8 +121,9 @@ def run_server(source: FrameSource, args: argparse.Namespace, stop: threading.Ev
 
     if stop.is_set():
         return 0
+    security = keys.server_security(args)
     try:
-        publisher = Publisher(args.bind, push=args.push)
+        publisher = Publisher(args.bind, push=args.push, security=security)
     except zmq.ZMQError as error:
         raise UserError(f"bind: cannot bind {args.bind}: {error}") from None
     with publisher:
@@ -135,6 +138,8 @@ def run_server(source: FrameSource, args: argparse.Namespace, stop: threading.Ev
             raise UserError(f"{error}; start the receiver first, or pass --wait-subscribers 0") from None
     frames = sum(end.frames_sent for end in ends)
     log(f"{'stopped' if stop.is_set() else 'done'}: {len(ends)} scan(s), {frames:,} frames sent")
+    if security is not None and security.refused:
+        log(f"refused {security.refused} CURVE handshake(s) from clients whose keys are not in {args.curve_clients}")
     return 0
 
 

@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
+from . import keys
+
 DEFAULT_MODEL = "ebsd-lattice"
 
 
@@ -27,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="keep mapping scan after scan (each into its own folder) until Ctrl-C")
     parser.add_argument("--truth", type=Path, metavar="FILE",
                         help="ground-truth map (HDF5 from detector-sim --truth) to score the map against")
+    keys.add_client_arguments(parser)
     parser.set_defaults(handler=run)
 
 
@@ -55,16 +58,18 @@ def default_out_dir() -> Path:
 def run(args: argparse.Namespace) -> int:
     if args.truth is not None and not args.truth.is_file():
         raise FileNotFoundError(f"no ground-truth file at {args.truth}")
-    reports = run_pipeline(args, args.connect, truth=args.truth, follow=args.follow)
+    reports = run_pipeline(args, args.connect, truth=args.truth, follow=args.follow,
+                           security=keys.client_security(args))
     return 0 if reports or args.follow else 1
 
 
 def run_pipeline(args: argparse.Namespace, url: str, *, truth: Path | None, follow: bool,
-                 watch: object | None = None) -> list:
+                 watch: object | None = None, security: object | None = None) -> list:
     """Build receiver, engine and pipeline from the shared options, run them, and report each scan.
 
     ``watch`` is an optional callable polled by the progress thread; returning a message
-    stops the pipeline (the demo uses it to notice a simulator that died).
+    stops the pipeline (the demo uses it to notice a simulator that died). ``security`` is
+    the CURVE client setting of ``live`` (the demo's own simulator is on loopback, unencrypted).
     """
     from diffstream.live.cli import UserError
     from diffstream.live.pipeline import LivePipeline
@@ -76,17 +81,25 @@ def run_pipeline(args: argparse.Namespace, url: str, *, truth: Path | None, foll
     recorder = _recorder(args.record)
     try:
         receiver = Receiver(url, socket_type="pull" if args.pull else "sub", batch_size=args.batch_size,
-                            max_wait_s=args.max_wait_ms / 1e3, tap=None if recorder is None else recorder.on_message)
+                            max_wait_s=args.max_wait_ms / 1e3, tap=None if recorder is None else recorder.on_message,
+                            security=security)
     except ValueError as error:
         raise UserError(str(error)) from None
+
+    def on_report(report: object) -> None:
+        _print_report(report)
+        if report.summary.get("save_error"):
+            _save_elsewhere(pipeline, report.scan_id)
+
     pipeline = LivePipeline(receiver, engine, model_name=str(args.model), out_dir=out_dir, truth_path=truth,
-                            follow=follow, on_report=_print_report)
+                            follow=follow, on_report=on_report)
     progress = ProgressPrinter(pipeline, watch=watch)
     print(f"diffstream: listening on {url} with {args.model} on {engine.name} ({engine.device}); "
           f"maps go to {out_dir}", file=sys.stderr)
     try:
         with _stop_on_sigterm(pipeline), progress:
-            reports = _run(pipeline, headless=args.headless, title=f"diffstream: {url} ({args.model})")
+            reports = _run(pipeline, progress, headless=args.headless, title=f"diffstream: {url} ({args.model})",
+                           screenshot=getattr(args, "screenshot", None))
     finally:
         if recorder is not None:
             recorder.close()
@@ -95,18 +108,21 @@ def run_pipeline(args: argparse.Namespace, url: str, *, truth: Path | None, foll
     return reports
 
 
-def _run(pipeline: object, *, headless: bool, title: str) -> list:
-    """Behind the live window when there is a display and the GUI extra, headless otherwise."""
+def _run(pipeline: object, progress: object, *, headless: bool, title: str, screenshot: Path | None = None) -> list:
+    """Behind the live window when there is a display and Qt, headless otherwise; the
+    terminal progress bar is drawn only while no window is open."""
+    from diffstream.gui.window import GuiUnavailable, run_window
+    from diffstream.live.cli import UserError
+
     if headless:
         return pipeline.run()
+    progress.drawing = False
     try:
-        from diffstream.gui.window import GuiUnavailable, run_window
-    except ImportError as error:
-        print(f"diffstream: no live window ({error}); running headless", file=sys.stderr)
-        return pipeline.run()
-    try:
-        return run_window(pipeline, title=title)
+        return run_window(pipeline, title=title, screenshot=screenshot)
     except GuiUnavailable as error:
+        if screenshot is not None:
+            raise UserError(f"no screenshot: {error}") from None
+        progress.drawing = True
         print(f"diffstream: {error}; running headless", file=sys.stderr)
         return pipeline.run()
 
@@ -137,6 +153,21 @@ def _stop_on_sigterm(pipeline: object) -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _save_elsewhere(pipeline: object, scan_id: str) -> None:
+    """A scan that could not be saved where asked (unwritable folder, full disk) goes to a fresh
+    folder under the system's temporary directory, so an unattended run still leaves its map on disk."""
+    import tempfile
+
+    try:
+        folder = Path(tempfile.mkdtemp(prefix="diffstream-unsaved-"))
+        pipeline.save(folder)
+    except OSError as error:
+        print(f"diffstream: scan {scan_id} could not be saved in the temporary directory either ({error}); "
+              "save it from the window if one is open; it is lost when this process ends", file=sys.stderr)
+        return
+    print(f"diffstream: scan {scan_id} saved instead to {folder}", file=sys.stderr)
 
 
 def _print_report(report: object) -> None:

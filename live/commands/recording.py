@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from . import keys
 from .detector_sim import add_server_arguments, check_server_arguments, log, run_server
 
 
@@ -24,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                               "(default 1)")
     record.add_argument("--pull", action="store_true", help="PULL from a PUSH server instead of subscribing")
     record.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    keys.add_client_arguments(record)
     record.set_defaults(handler=run_record)
 
     replay = subparsers.add_parser(
@@ -53,11 +55,13 @@ def run_record(args: argparse.Namespace) -> int:
         raise UserError(f"scans: must be ≥ 0, got {args.scans}")
     if args.out.exists() and not args.overwrite:
         raise UserError(f"out: {args.out} exists; pass --overwrite to replace it")
+    security = keys.client_security(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     try:
         with stop_on_signals() as stop, Recorder(args.out, overwrite=args.overwrite) as recorder:
             log(f"recording from {args.connect} to {args.out} ({'PULL' if args.pull else 'SUB'}; Ctrl-C stops)")
-            faults = record(args.connect, recorder, scans=args.scans, pull=args.pull, stop=stop)
+            faults = record(args.connect, recorder, scans=args.scans, pull=args.pull, stop=stop,
+                            security=security)
     except zmq.ZMQError as error:
         args.out.unlink(missing_ok=True)  # nothing was recorded
         raise UserError(f"connect: cannot connect to {args.connect}: {error}") from None

@@ -1,5 +1,5 @@
 """``diffstream train`` and ``diffstream export``: train a network from a config, and turn a
-checkpoint into the ONNX model file the live path runs.
+checkpoint into the ONNX model file the live path runs (and its torch program beside it).
 
 torch is imported inside the handlers only: registering these commands must not slow down
 ``diffstream --help`` or pull torch into the live commands.
@@ -31,10 +31,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     export = subparsers.add_parser(
         "export",
-        help="export a checkpoint to an ONNX model file with its card",
+        help="export a checkpoint to an ONNX model file with its card, and its torch program",
         description=(
             "Write a checkpoint's network as ONNX (raw uint8 frames in; class_probabilities, rotation_matrix, "
-            "confidence out; preprocessing inside the graph) with its model card in the file's metadata."
+            "confidence out; preprocessing inside the graph) with its model card in the file's metadata, and "
+            "beside it the same network as a torch.export program (OUT with suffix .pt2) for the torch engine."
         ),
     )
     export.add_argument("checkpoint", type=Path, help="checkpoint written by `diffstream train` (best.pt)")
@@ -81,7 +82,9 @@ def run_export(args: argparse.Namespace) -> int:
         card = export_checkpoint(args.checkpoint, args.out, evaluate=args.evaluate)
     except TrainingError as error:
         raise UserError(str(error)) from None
-    print(json.dumps({"model": str(args.out), "name": card.name, "metrics": _brief(card.metrics)}, indent=1))
+    program = args.out.with_suffix(".pt2")
+    print(json.dumps({"model": str(args.out), "program": str(program) if program.is_file() else None,
+                      "name": card.name, "metrics": _brief(card.metrics)}, indent=1))
     return 0
 
 

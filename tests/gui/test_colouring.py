@@ -2,6 +2,8 @@
 of the same map does, whatever the order and size of the updates."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 from orix.quaternion import Rotation
 
@@ -89,3 +91,39 @@ def test_one_colour_key_per_laue_group_of_the_oriented_classes():
         inside = key.rgba[..., 3] == 255
         assert 0.2 < inside.mean() < 0.9  # a sector, transparent around it
         assert len(np.unique(key.rgba[inside][:, :3], axis=0)) > 100
+
+
+def test_colouring_by_changed_rows_in_a_thread_ends_like_the_png_even_when_points_change_meanwhile():
+    """The window's way: only the rows it was told changed, IPF colours from a worker thread,
+    and results that replace points whose colours are still being computed."""
+    rng = np.random.default_rng(7)
+    assembler = MapAssembler(SHAPE, CLASSES)
+    cols = SHAPE[1]
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        colours = MapColours(CLASSES, ipf_points_per_call=40, executor=executor)
+        colours.update(assembler.snapshot())  # the empty map
+        for first in range(0, SHAPE[0] * cols, 150):
+            batch = np.arange(first, first + 150)
+            redo = rng.choice(first + 150, 20)  # some points placed again, possibly with a call in flight
+            for indices in (batch, redo):
+                place_random(assembler, indices, rng)
+                colours.update(assembler.snapshot(), (indices.min() // cols, indices.max() // cols + 1))
+                colours.colour_ipf()
+        assert colours.pending > 0
+        colours.finish_ipf()
+    assert colours.pending == 0 and colours.received_points == SHAPE[0] * cols
+    phase, ipf = png_images(assembler)
+    assert np.array_equal(colours.phase, phase)
+    assert np.abs(colours.ipf.astype(int) - ipf).max() <= 1
+
+
+def test_rows_outside_the_span_given_are_left_for_a_later_update():
+    rng = np.random.default_rng(8)
+    assembler = MapAssembler(SHAPE, CLASSES)
+    colours = MapColours(CLASSES)
+    colours.update(assembler.snapshot())
+    place_random(assembler, np.arange(0, 3 * SHAPE[1]), rng)  # rows 0-2
+    assert colours.update(assembler.snapshot(), (1, 2)) == (1, 2) and colours.received_points == SHAPE[1]
+    assert (colours.phase[0] == to_uint8(NOT_RECEIVED_RGB)).all()
+    assert colours.update(assembler.snapshot()) == (0, 3) and colours.received_points == 3 * SHAPE[1]
+    assert np.array_equal(colours.phase, png_images(assembler)[0])

@@ -20,7 +20,8 @@ from PySide6.QtWidgets import QApplication
 from diffstream.engines import create_engine
 from diffstream.gui.colouring import to_uint8
 from diffstream.gui.map_window import MapWindow
-from diffstream.gui.window import GuiUnavailable, PipelineWorker, display_available, run_window
+from diffstream.gui.session import Session
+from diffstream.gui.window import GuiUnavailable, display_available, run_window
 from diffstream.live.map_images import NOT_RECEIVED_RGB, class_point_groups, ipf_colours
 from diffstream.live.pipeline import LivePipeline
 from diffstream.live.receiver import REJECT_REASONS, Receiver, ReceiverStats
@@ -71,7 +72,9 @@ class FailingPipeline:
     """Stands in for a LivePipeline whose engine fails at once."""
 
     def __init__(self) -> None:
-        self.engine = SimpleNamespace(card=fixture_card())
+        self.engine = SimpleNamespace(card=fixture_card(), name="onnxruntime", device="cpu")
+        self.model_name = "fixture"
+        self.receiver = SimpleNamespace(url="tcp://127.0.0.1:5555")
         self.reports = []
         self.stopped = False
 
@@ -98,9 +101,10 @@ def test_the_window_paints_the_growing_map_and_closing_it_saves_the_partial_map(
                                                                                 fixture_path, tmp_path):
     rows, cols = publisher.start.scan_shape
     pipeline = make_pipeline(publisher, fixture_path, tmp_path / "maps")
-    worker = PipelineWorker(pipeline)
-    window = MapWindow(pipeline, worker, title="diffstream test")
-    worker.start()
+    session = Session(pipeline)
+    window = MapWindow(session, title="diffstream test")
+    worker = session.worker
+    session.start_existing()
     window.show()
     try:
         publisher.announce_until(opened(pipeline))

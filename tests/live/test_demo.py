@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 from conftest import run_diffstream
 from diffstream.engines import read_card, shipped_models
 
@@ -33,3 +35,28 @@ def test_demo_maps_the_simulated_scan_and_scores_it_against_the_truth(tmp_path):
     rows = [line for line in (out / "map.ang").read_text().splitlines() if not line.startswith("#")]
     assert len(rows) == 24 * 30
     assert "lattice accuracy against the simulator's truth" in result.stdout
+
+
+def test_demo_screenshot_saves_the_window_with_the_filled_maps_offscreen(tmp_path, monkeypatch):
+    from matplotlib.image import imread
+
+    from diffstream.engines import load_card
+    from diffstream.gui.colouring import to_uint8
+    from diffstream.live.map_images import class_colours
+
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
+    shot = tmp_path / "window.png"
+    result = run_diffstream("demo", "--screenshot", str(shot), "--out", str(tmp_path / "demo"), "--scan", "24x30",
+                            "--rate", "4000", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    pixels = to_uint8(imread(shot)[..., :3])
+    assert pixels.shape[0] >= 500 and pixels.shape[1] >= 800
+    colours, counts = np.unique(pixels.reshape(-1, 3), axis=0, return_counts=True)
+    assert len(colours) > 200  # IPF colours vary point by point
+    card = load_card("ebsd-lattice")
+    phase_colours = dict(zip(card.class_names, to_uint8(class_colours(card.classes))))
+    seen = {tuple(c): n for c, n in zip(colours, counts)}
+    # Each specimen phase fills many scan points of the phase map: far more pixels than its 14×14 legend swatch.
+    assert all(seen.get(tuple(phase_colours[name]), 0) >= 2000 for name in ("cF", "cI", "hP")), result.stderr[-2000:]
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert summary["frames_received"] == 24 * 30

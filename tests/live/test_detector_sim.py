@@ -192,3 +192,12 @@ def test_sigterm_ends_the_scan_with_a_true_scan_end_and_exit_0() -> None:
             end = message if isinstance(message, ScanEnd) else None
     assert process.wait(30) == 0, process.stderr.read()
     assert end.frames_sent == frames < 256
+
+
+@pytest.mark.parametrize("command", [["detector-sim"], ["replay", "recording.h5"]])
+def test_servers_bind_to_this_machine_only_unless_told_otherwise(command: list[str]) -> None:
+    from diffstream.live.cli import build_parser
+
+    args = build_parser().parse_args(command)
+    assert args.bind.startswith("tcp://127.0.0.1:")
+    assert args.curve_secret is None and args.curve_clients is None  # CURVE is asked for, never half-on

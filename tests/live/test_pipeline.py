@@ -12,62 +12,23 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import msgpack
 import numpy as np
 import pytest
-import zmq
 
 from diffstream.engines import create_engine
 from diffstream.live.pipeline import LivePipeline
-from diffstream.live.protocol import ScanEnd, ScanStart, encode_frame, encode_scan_end, encode_scan_start
+from diffstream.live.protocol import encode_frame, encode_scan_start
 from diffstream.live.receiver import Receiver
 from fixture_model import build_fixture_model, frame_of_class
-
-SCAN = (6, 8)
-FRAME = (24, 24)
+from fixture_stream import FRAME, SCAN, Publisher, scan_classes
 
 
 @pytest.fixture(scope="module")
 def fixture_path(tmp_path_factory) -> Path:
     return build_fixture_model(tmp_path_factory.mktemp("model") / "fixture.onnx", FRAME)
-
-
-def expected_classes(seed: int = 3) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 3, size=SCAN[0] * SCAN[1])
-
-
-class Publisher:
-    """A minimal detector server in the test process, bound to a run-time port."""
-
-    def __init__(self) -> None:
-        self.context = zmq.Context()
-        self.socket = self.context.socket(zmq.PUB)
-        self.socket.bind("tcp://127.0.0.1:*")
-        self.url = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
-        self.start = ScanStart(scan_id="scan-1", kind="ebsd", scan_shape=SCAN, frame_shape=FRAME, dtype="uint8")
-
-    def announce_until(self, opened: Callable[[], bool], timeout: float = 20) -> None:
-        """Repeat scan_start (as the protocol asks) until the subscriber has opened the scan."""
-        deadline = time.monotonic() + timeout
-        while not opened():
-            assert time.monotonic() < deadline, "the subscriber never opened the scan"
-            self.socket.send_multipart(encode_scan_start(self.start))
-            time.sleep(0.05)
-
-    def frames(self, classes: np.ndarray, indices: range | list[int]) -> None:
-        for i in indices:
-            frame = frame_of_class(int(classes[i]), FRAME, seed=i)
-            self.socket.send_multipart(encode_frame(self.start.scan_id, i, time.time(), frame))
-
-    def end(self, frames_sent: int) -> None:
-        self.socket.send_multipart(encode_scan_end(ScanEnd(self.start.scan_id, frames_sent, time.time())))
-
-    def close(self) -> None:
-        self.socket.close(linger=0)
-        self.context.term()
 
 
 def start_pipeline(publisher: Publisher, model: Path, out_dir: Path, batch_size: int
@@ -83,7 +44,7 @@ def start_pipeline(publisher: Publisher, model: Path, out_dir: Path, batch_size:
 
 def test_a_scan_with_malformed_messages_is_mapped_completely_and_the_faults_counted(fixture_path, tmp_path):
     publisher = Publisher()
-    classes = expected_classes()
+    classes = scan_classes()
     pipeline, thread = start_pipeline(publisher, fixture_path, tmp_path, batch_size=16)
     try:
         order = list(np.random.default_rng(1).permutation(classes.size))  # out of order on purpose
@@ -121,7 +82,7 @@ def test_a_scan_with_malformed_messages_is_mapped_completely_and_the_faults_coun
 
 def test_stopping_mid_scan_saves_the_partial_map(fixture_path, tmp_path):
     publisher = Publisher()
-    classes = expected_classes()
+    classes = scan_classes()
     pipeline, thread = start_pipeline(publisher, fixture_path, tmp_path, batch_size=8)
     try:
         publisher.frames(classes, range(20))
@@ -145,7 +106,7 @@ def test_a_save_that_fails_keeps_the_map_in_memory_and_can_be_retried(fixture_pa
     blocked = tmp_path / "not-a-folder"
     blocked.write_text("a file where the map folder should go")  # makes every write under it fail
     publisher = Publisher()
-    classes = expected_classes()
+    classes = scan_classes()
     pipeline, thread = start_pipeline(publisher, fixture_path, blocked, batch_size=16)
     try:
         publisher.frames(classes, range(classes.size))
@@ -175,7 +136,7 @@ def test_save_before_any_scan_is_a_clear_error(fixture_path, tmp_path):
 
 def test_sigterm_stops_the_live_command_and_keeps_what_arrived(fixture_path, tmp_path):
     publisher = Publisher()
-    classes = expected_classes()
+    classes = scan_classes()
     exe = Path(sys.executable).with_name("diffstream")
     out = tmp_path / "maps"
     process = subprocess.Popen([str(exe), "live", "--connect", publisher.url, "--model", str(fixture_path),

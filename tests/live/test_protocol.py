@@ -37,7 +37,8 @@ msgpack_values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, m
                                                                st.dictionaries(st.text(max_size=6), inner, max_size=4)),
                               max_leaves=12)
 ids = st.text(min_size=1, max_size=12)
-dims = st.tuples(st.integers(1, 1 << 16), st.integers(1, 1 << 16))
+scan_dims = st.tuples(st.integers(1, 4096), st.integers(1, 4096))  # within MAX_SCAN_POINTS
+frame_dims = st.tuples(st.integers(1, 2048), st.integers(1, 2048))  # within MAX_FRAME_BYTES at 4 bytes a pixel
 small_dims = st.tuples(st.integers(1, 16), st.integers(1, 16))
 times = st.floats(allow_nan=False, allow_infinity=False)
 geometry = st.dictionaries(st.text(max_size=6), st.one_of(st.floats(allow_nan=False), st.integers(-10, 10),
@@ -46,7 +47,7 @@ geometry = st.dictionaries(st.text(max_size=6), st.one_of(st.floats(allow_nan=Fa
 extras = st.dictionaries(st.text(max_size=6).filter(lambda k: k not in {
     "v", "type", "scan_id", "kind", "scan_shape", "frame_shape", "dtype", "encoding", "geometry", "t"}),
     st.one_of(st.integers(0, 9), st.text(max_size=4)), max_size=3)
-starts = st.builds(ScanStart, scan_id=ids, kind=st.sampled_from(KINDS), scan_shape=dims, frame_shape=dims,
+starts = st.builds(ScanStart, scan_id=ids, kind=st.sampled_from(KINDS), scan_shape=scan_dims, frame_shape=frame_dims,
                    dtype=st.sampled_from(DTYPES), geometry=geometry, t=times, extra=extras)
 
 
@@ -177,6 +178,9 @@ def _header(**fields: object) -> bytes:
     ([msgpack.packb({**valid_headers()["scan_start"], "encoding": "zstd"})], "unsupported_encoding"),
     ([msgpack.packb({**valid_headers()["scan_start"], "dtype": "int64"})], "bad_field"),
     ([msgpack.packb({**valid_headers()["scan_start"], "scan_shape": [0, 3]})], "bad_field"),
+    ([msgpack.packb({**valid_headers()["scan_start"], "scan_shape": [4097, 4096]})], "too_large"),
+    ([msgpack.packb({**valid_headers()["scan_start"], "scan_shape": [31623, 31623]})], "too_large"),  # 10⁹ points
+    ([msgpack.packb({**valid_headers()["scan_start"], "frame_shape": [2048, 4097]})], "too_large"),
     ([_header()], "wrong_part_count"),
     ([_header(), b"", b""], "wrong_part_count"),
     ([msgpack.packb(valid_headers()["scan_end"]), b""], "wrong_part_count"),

@@ -215,8 +215,10 @@ def test_batches_carry_send_and_receive_times(publisher: Publisher, receivers) -
 
 
 def malformed(start: ScanStart) -> dict[str, list[bytes]]:
-    """One message per rejection reason, all while ``start`` is the open scan."""
+    """One message per rejection reason, all while ``start`` (a float32 scan) is the open scan."""
     good = pattern(start, 0).tobytes()
+    not_a_number = pattern(start, 1)
+    not_a_number[0, 0] = np.nan
     frame = {"v": 1, "type": "frame", "scan_id": start.scan_id, "index": 1, "t": 0.0}
     return {
         "not_msgpack": [b"\xc1"],
@@ -232,6 +234,8 @@ def malformed(start: ScanStart) -> dict[str, list[bytes]]:
         "index_out_of_range": [msgpack.packb({**frame, "index": start.n_frames}), good],
         "duplicate_index": [msgpack.packb({**frame, "index": 0}), good],
         "conflicting_scan_start": [msgpack.packb({**start.header(), "frame_shape": [3, 3]})],
+        "too_large": [msgpack.packb({**start.header(), "scan_id": "huge", "scan_shape": [65536, 65536]})],
+        "non_finite": [msgpack.packb(frame), not_a_number.tobytes()],
     }
 
 
@@ -239,7 +243,7 @@ def test_malformed_messages_are_counted_and_logged_once_while_the_scan_completes
         publisher: Publisher, receivers, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger=LOGGER)
     receiver = receivers(publisher.url, batch_size=4, max_wait_s=5.0)
-    start = scan("faulty", frame_shape=(8, 8), dtype="uint8")
+    start = scan("faulty", frame_shape=(8, 8), dtype="float32")
     handshake(publisher, receiver, start)
     publisher.frame(start, 0)
     bad = malformed(start)

@@ -4,8 +4,12 @@ and send times, which replay renews by design), and pattern files stream with th
 they hold."""
 from __future__ import annotations
 
+import hashlib
 import json
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import h5py
@@ -14,8 +18,9 @@ import pytest
 
 from conftest import run_diffstream, start_server
 from diffstream.live.detector_sim import Publisher, serve
-from diffstream.live.protocol import Frame, ScanStart
-from diffstream.live.recorder import Recorder, record
+from diffstream.live.protocol import Frame, ScanEnd, ScanStart
+from diffstream.live.receiver import Receiver
+from diffstream.live.recorder import FLUSH_INTERVAL_S, Recorder, record
 from diffstream.live.replay import open_source
 from diffstream.live.scan_render import SimulatedSource, SpedRenderer
 from diffstream.trainer.physics.specimen import SpecimenSpec, make_specimen
@@ -160,3 +165,70 @@ def test_record_and_replay_commands_round_trip(tmp_path) -> None:
         recordings.append(scans_in(out))
     assert_same_recordings(*recordings)
     assert recordings[0][0]["complete"] and recordings[0][0]["frames_sent"] == 25
+
+
+def frame_digests(frames: np.ndarray, index: np.ndarray) -> dict[int, str]:
+    return {int(i): hashlib.sha256(frame.tobytes()).hexdigest() for i, frame in zip(index, frames)}
+
+
+def test_every_frame_the_receiver_accepts_is_recorded_even_those_mapping_had_to_drop(tmp_path) -> None:
+    from test_receiver import Publisher, pattern
+
+    start = ScanStart("tapped", "ebsd", (12, 25), (16, 16), "uint16", t=1.0)
+    publisher = Publisher()
+    recorder = Recorder(tmp_path / "tap.h5")
+    receiver = Receiver(publisher.url, batch_size=4, n_slots=2, max_wait_s=10.0, tap=recorder.on_message)
+    try:
+        with receiver:  # nobody consumes: the ring fills and drops, the tap still sees every frame
+            deadline = time.monotonic() + 10
+            while receiver.stats().scan_id != "tapped":
+                assert time.monotonic() < deadline
+                publisher.start(start)
+                time.sleep(0.02)
+            for index in range(start.n_frames):
+                publisher.frame(start, index)
+            publisher.end(start, start.n_frames)
+            while receiver.stats().state != "ended":
+                assert time.monotonic() < deadline + 10, receiver.stats()
+                time.sleep(0.02)
+    finally:
+        publisher.close()
+        recorder.close()
+    stats = receiver.stats()
+    assert stats.dropped_backpressure > 0
+    (scan,) = scans_in(tmp_path / "tap.h5")
+    assert stats.frames_received == len(scan["index"]) == start.n_frames and scan["complete"]
+    sent = {i: hashlib.sha256(pattern(start, i).tobytes()).hexdigest() for i in range(start.n_frames)}
+    assert frame_digests(scan["frames"], scan["index"]) == sent
+
+
+def test_a_recorder_killed_mid_scan_leaves_a_readable_file_with_every_flushed_frame(tmp_path) -> None:
+    start = ScanStart("known", "ebsd", (40, 50), (16, 16), "uint8", t=1.0)
+    frames = np.random.default_rng(2).integers(0, 256, (start.n_frames, 16, 16), dtype=np.uint8)
+    with Recorder(tmp_path / "source.h5") as source:
+        source.on_message(start)
+        for i, frame in enumerate(frames):
+            source.on_message(Frame("known", i, 1.0, memoryview(frame.tobytes())))
+        source.on_message(ScanEnd("known", start.n_frames, 2.0))
+    server, endpoint = start_server("replay", str(tmp_path / "source.h5"), "--rate", "400")  # five seconds
+    out = tmp_path / "killed.h5"
+    exe = Path(sys.executable).with_name("diffstream")
+    recorder = subprocess.Popen([str(exe), "record", "--connect", endpoint, "--out", str(out)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(2.5 + FLUSH_INTERVAL_S)  # well into the scan, and past at least one timed flush
+        assert recorder.poll() is None
+        recorder.kill()
+        recorder.wait(30)
+    finally:
+        server.kill()
+        server.wait(30)
+    (scan,) = scans_in(out)
+    assert not scan["complete"]
+    n = len(scan["index"])
+    assert 0 < n < start.n_frames
+    assert len(scan["frames"]) == n
+    np.testing.assert_array_equal(scan["index"], np.arange(n))  # the stream from its start, in order, no gap
+    assert frame_digests(scan["frames"], scan["index"]) == frame_digests(frames[:n], np.arange(n))
+    (replayed,) = open_source(out).scans()
+    assert replayed.start.scan_shape == start.scan_shape

@@ -2,7 +2,8 @@
 
 The numpy side of the trainer: materials and classes (``lattices``), cameras and empty
 frames (``cameras``), one shard (``synthesis``), cached splits (``store``) and scores
-(``scoring``). Generation is numpy and numba on the CPU (the numpy projector), cached on
+(``scoring``); 4D-STEM (SPED) shards for paper 2's task
+(``sped_synthesis``). Generation is numpy and numba on the CPU (the numpy projector), cached on
 disk, so a GPU never waits on it and any machine can make the same data.
 """
 from .lattices import (
@@ -15,8 +16,19 @@ from .lattices import (
     lattice_index,
     training_materials,
 )
-from .scoring import score
-from .store import SPLITS, SplitSpec, build_split, class_counts, dataset_cache_root, load_split, split_spec
+from .scoring import paper2_scores, score
+from .store import (
+    SPED_SPLIT,
+    SPLITS,
+    SplitSpec,
+    build_split,
+    class_counts,
+    class_names,
+    dataset_cache_root,
+    load_split,
+    sped_split_sizes,
+    split_spec,
+)
 from .synthesis import Shard, ShardPlan, synthesize_shard
 
 __all__ = [
@@ -24,6 +36,7 @@ __all__ = [
     "HOLOHEDRY",
     "LATTICES",
     "ORDERED_SUPERSTRUCTURES",
+    "SPED_SPLIT",
     "SPLITS",
     "TRAINING_MATERIALS",
     "Shard",
@@ -32,10 +45,13 @@ __all__ = [
     "blind_materials",
     "build_split",
     "class_counts",
+    "class_names",
     "dataset_cache_root",
     "lattice_index",
     "load_split",
+    "paper2_scores",
     "score",
+    "sped_split_sizes",
     "split_spec",
     "synthesize_shard",
     "training_materials",

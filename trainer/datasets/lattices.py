@@ -24,6 +24,7 @@ guided by what the text does say; every deviation has a reason:
 """
 from __future__ import annotations
 
+from diffstream.trainer.config import ConfigError
 from diffstream.trainer.physics.catalogue import BRAVAIS_LATTICES, catalogue, get_phase_entry
 
 LATTICES: tuple[str, ...] = BRAVAIS_LATTICES
@@ -60,6 +61,31 @@ DEMO_PHASES: tuple[str, ...] = ("Ni", "Fe", "Ti")
 
 ORDERED_SUPERSTRUCTURES: tuple[str, ...] = ("FeNi3", "Ni3Al", "NiAl", "FeAl", "V8C7")
 """Blind cP materials whose kinematical patterns are nearly those of a cF or cI parent."""
+
+
+ORDERING_CLASSES: tuple[str, ...] = ("disordered", "ordered")
+"""Classes of paper 1's point-group study (``data.labels = "ordering"``)."""
+
+POINT_GROUP_PAIRS: dict[str, tuple[tuple[str, str], ...]] = {
+    "training": (("FeNi3", "Cr3Si"), ("TiC", "Ni"), ("NiAl", "Ta")),
+    "blind": (("Ni3Al", "Mo3Si"), ("TaC", "Al"), ("FeAl", "W")),
+}
+"""Paper 1's (ordered, disordered) pairs: L1₂ vs primitive cubic, B1 vs fcc, B2 vs bcc; it
+trains one binary classifier per pair and tests each blind on the pair below it."""
+
+ORDERED_MATERIALS: frozenset[str] = frozenset(pair[0] for pairs in POINT_GROUP_PAIRS.values() for pair in pairs)
+
+
+def class_index(phase: str, labels: str = "lattice") -> int:
+    """The class index of a catalogue phase: its Bravais lattice (``labels = "lattice"``), or
+    ordered / disordered (``"ordering"``, the materials of ``POINT_GROUP_PAIRS``)."""
+    if labels != "ordering":
+        return lattice_index(phase)
+    name = get_phase_entry(phase).name
+    known = {m for pairs in POINT_GROUP_PAIRS.values() for pair in pairs for m in pair}
+    if name not in known:
+        raise ConfigError(f"materials: {name} is not in paper 1's point-group pairs ({', '.join(sorted(known))})")
+    return ORDERING_CLASSES.index("ordered" if name in ORDERED_MATERIALS else "disordered")
 
 
 def lattice_index(phase: str) -> int:

@@ -10,6 +10,10 @@ Splits of a lattice dataset:
 | ``blind`` | materials never trained on | ``test_patterns_per_phase`` each | varied, jittered |
 | ``demo`` | the demo phases (Ni, Fe, Ti) | ``test_patterns_per_phase`` each | ``fast`` preset, demo PC exactly |
 
+A 4D-STEM set (``data.kind = "4dstem"``, paper 2's task) has one class per material and
+only ``train``, ``val`` and ``test``: paper 2's random 60/20/20 split of ``data.patterns``
+labelled frames (``SPED_SPLIT``), each with its share of frames without a pattern.
+
 Each split is cached under ``$DIFFSTREAM_CACHE/datasets/SPLIT-KEY/``, KEY a hash of
 everything the frames depend on (the split's plan, geometry, cameras, seed, the master
 patterns' own cache keys and this module's format), so a changed config or structure never
@@ -18,6 +22,7 @@ generation resumes at the first missing shard.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -30,18 +35,21 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from diffstream.trainer.config import BLIND_REST, PAPER1_TRAINING, DataConfig
+from diffstream.trainer.config import BLIND_REST, PAPER1_TRAINING, ConfigError, DataConfig
 from diffstream.trainer.physics.catalogue import get_phase_entry
 from diffstream.trainer.physics.geometry import EBSDGeometry
 from diffstream.trainer.physics.master_pattern import kinematical_master_pattern, master_pattern_cache_key
 
-from .lattices import DEMO_PHASES, LATTICES, blind_materials, training_materials
+from .lattices import DEMO_PHASES, LATTICES, ORDERING_CLASSES, blind_materials, class_index, training_materials
+from .sped_synthesis import SpedShardPlan, sped_geometry, synthesize_sped_shard
 from .synthesis import CAMERA_BLOCK, Shard, ShardPlan, synthesize_shard
 
 DATASET_FORMAT = 2
 """Bump when generation changes what a given config produces, so old caches are not hit."""
 
 SPLITS = ("train", "val", "test", "blind", "demo")
+SPED_SPLIT = {"train": 0.6, "val": 0.2, "test": 0.2}
+"""Paper 2's random split of its labelled patterns."""
 
 
 @dataclass(frozen=True)
@@ -71,12 +79,33 @@ def resolve_materials(data: DataConfig) -> tuple[tuple[str, ...], tuple[str, ...
     return training, blind
 
 
+def class_names(data: DataConfig) -> tuple[str, ...]:
+    """The classes a dataset labels: the 14 Bravais lattices or ordered/disordered (EBSD, by
+    ``data.labels``), or its materials (4D-STEM)."""
+    if data.kind == "4dstem":
+        return resolve_materials(data)[0]
+    return ORDERING_CLASSES if data.labels == "ordering" else LATTICES
+
+
+def sped_split_sizes(patterns: int) -> dict[str, int]:
+    """Frames with a pattern per split of a 4D-STEM set: 60/20/20 of ``patterns``, rounded."""
+    train, val = round(patterns * SPED_SPLIT["train"]), round(patterns * SPED_SPLIT["val"])
+    return {"train": train, "val": val, "test": patterns - train - val}
+
+
 def split_spec(data: DataConfig, split: str) -> SplitSpec:
     """The plan of ``split`` under ``data`` (see the module table)."""
     training, blind = resolve_materials(data)
+    if data.kind == "4dstem":
+        if split not in SPED_SPLIT:
+            raise ConfigError(f"split: a 4dstem set has only {', '.join(SPED_SPLIT)} (no blind materials, no demo)")
+        n = sped_split_sizes(data.patterns)[split]
+        counts = tuple(_share(n, len(training), i) for i in range(len(training)))
+        unusable = round(n * data.unusable_fraction / (1.0 - data.unusable_fraction))
+        return SplitSpec(split, training, counts, unusable, 0.0, "varied")
     if split in ("train", "val"):
         per_lattice = data.patterns_per_lattice if split == "train" else data.val_patterns_per_lattice
-        counts = _balanced_counts(training, per_lattice, data.material_weights)
+        counts = _balanced_counts(training, per_lattice, data.material_weights, data.labels)
         unusable = round(sum(counts) * data.unusable_fraction / (1.0 - data.unusable_fraction))
         return SplitSpec(split, training, counts, unusable, data.pc_jitter, "varied")
     n = data.test_patterns_per_phase
@@ -91,16 +120,17 @@ def split_spec(data: DataConfig, split: str) -> SplitSpec:
 
 
 def _balanced_counts(phases: tuple[str, ...], per_lattice: int,
-                     weights: dict[str, float] | None = None) -> tuple[int, ...]:
-    """Frames per phase such that every lattice present gets exactly ``per_lattice`` in all
-    (the classes are balanced by construction), shared by its materials in proportion to
-    their ``weights`` (default 1), rounded by largest remainder."""
+                     weights: dict[str, float] | None = None, labels: str = "lattice") -> tuple[int, ...]:
+    """Frames per phase such that every class present (lattice, or ordered/disordered, by
+    ``labels``) gets exactly ``per_lattice`` in all (the classes are balanced by
+    construction), shared by its materials in proportion to their ``weights`` (default 1),
+    rounded by largest remainder."""
     weights = {get_phase_entry(k).name: float(v) for k, v in (weights or {}).items()}
-    by_lattice: dict[str, list[int]] = {}
+    by_class: dict[int, list[int]] = {}
     for i, name in enumerate(phases):
-        by_lattice.setdefault(get_phase_entry(name).bravais_lattice, []).append(i)
+        by_class.setdefault(class_index(name, labels), []).append(i)
     counts = [0] * len(phases)
-    for members in by_lattice.values():
+    for members in by_class.values():
         share = np.array([weights.get(phases[i], 1.0) for i in members])
         exact = per_lattice * share / share.sum()
         floor = np.floor(exact).astype(int)
@@ -124,29 +154,39 @@ def split_key(data: DataConfig, spec: SplitSpec) -> str:
         "camera_block": CAMERA_BLOCK,
         "spec": asdict(spec),
         "frame_shape": list(data.frame_shape),
-        "pattern_centre": list(data.pattern_centre),
-        "sample_tilt": data.sample_tilt,
-        "detector_tilt": data.detector_tilt,
         "voltage_kv": data.voltage_kv,
-        "high_res_fraction": data.high_res_fraction,
         "shard_size": data.shard_size,
         "seed": data.seed,
-        "masters": [
-            master_pattern_cache_key(name, data.voltage_kv, half_size=data.master_half_size) for name in spec.phases
-        ],
     }
+    if data.labels != "lattice":
+        settings["labels"] = data.labels
+    if data.kind == "4dstem":
+        settings.update(kind=data.kind, geometry=asdict(sped_geometry(data.frame_shape, data.voltage_kv)),
+                        dose=list(data.dose))
+    else:
+        settings.update(
+            pattern_centre=list(data.pattern_centre), sample_tilt=data.sample_tilt, detector_tilt=data.detector_tilt,
+            high_res_fraction=data.high_res_fraction,
+            masters=[master_pattern_cache_key(name, data.voltage_kv, half_size=data.master_half_size)
+                     for name in spec.phases])
     text = json.dumps(settings, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def shard_plans(data: DataConfig, spec: SplitSpec) -> list[ShardPlan]:
+def shard_plans(data: DataConfig, spec: SplitSpec) -> list[ShardPlan] | list[SpedShardPlan]:
     """The split cut into shards of about ``shard_size`` frames, each holding every phase in
     proportion, with its own seed (data seed, split, shard index)."""
     total = sum(spec.counts) + spec.unusable
     n_shards = max(1, math.ceil(total / data.shard_size))
+    split_id = zlib.crc32(spec.name.encode())
+    if data.kind == "4dstem":
+        geometry = sped_geometry(tuple(data.frame_shape), data.voltage_kv)
+        return [SpedShardPlan(phases=spec.phases, counts=tuple(_share(c, n_shards, index) for c in spec.counts),
+                              unusable=_share(spec.unusable, n_shards, index), geometry=geometry,
+                              dose=tuple(data.dose), seed=(data.seed, split_id, index))
+                for index in range(n_shards)]
     geometry = EBSDGeometry(shape=tuple(data.frame_shape), pc=tuple(data.pattern_centre),
                             sample_tilt=data.sample_tilt, tilt=data.detector_tilt)
-    split_id = zlib.crc32(spec.name.encode())
     plans = []
     for index in range(n_shards):
         plans.append(ShardPlan(
@@ -158,6 +198,7 @@ def shard_plans(data: DataConfig, spec: SplitSpec) -> list[ShardPlan]:
             cameras=spec.cameras,
             high_res_fraction=data.high_res_fraction,
             seed=(data.seed, split_id, index),
+            classes=tuple(class_index(name, data.labels) for name in spec.phases),
         ))
     return plans
 
@@ -176,13 +217,17 @@ def build_split(data: DataConfig, split: str, progress: bool = True) -> Path:
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     plans = shard_plans(data, spec)
-    masters = {name: kinematical_master_pattern(name, data.voltage_kv, half_size=data.master_half_size)
-               for name in spec.phases}
+    if data.kind == "4dstem":
+        synthesize = synthesize_sped_shard
+    else:
+        masters = {name: kinematical_master_pattern(name, data.voltage_kv, half_size=data.master_half_size)
+                   for name in spec.phases}
+        synthesize = functools.partial(synthesize_shard, masters=masters)
     sizes = []
     for index, plan in enumerate(tqdm(plans, desc=f"dataset {split}", unit="shard", disable=not progress)):
         path = folder / f"shard-{index:05d}.npz"
         if not path.is_file():
-            _write_atomic(path, synthesize_shard(plan, masters))
+            _write_atomic(path, synthesize(plan))
         sizes.append(sum(plan.counts) + plan.unusable)
     record = {"split": asdict(spec), "shards": [f"shard-{i:05d}.npz" for i in range(len(plans))], "sizes": sizes}
     _write_text_atomic(manifest, json.dumps(record, indent=1))

@@ -17,7 +17,6 @@ from diffstream.trainer.physics.master_pattern import MasterPattern
 from diffstream.trainer.physics.sampling import uniform_quaternions
 
 from .cameras import demo_camera, empty_fields, noise_frames, random_camera
-from .lattices import lattice_index
 
 CAMERA_BLOCK = 64
 """Frames per drawn camera: one camera's settings and bad pixels hold over a block, as they
@@ -42,6 +41,8 @@ class ShardPlan:
     cameras: str
     high_res_fraction: float
     seed: tuple[int, ...]
+    classes: tuple[int, ...]
+    """Class index of each of ``phases`` (its lattice, or ordered/disordered)."""
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ def synthesize_shard(plan: ShardPlan, masters: dict[str, MasterPattern]) -> Shar
         params = demo_camera() if plan.cameras == "demo" else random_camera(rng, plan.high_res_fraction)
         frames[rows] = Detector(params, seed=int(rng.integers(2**31))).acquire(clean[rows], rng=rng)
     frames[n_usable + n_empty :] = noise_frames(n_noise, plan.geometry.shape, rng)
-    labels = {name: lattice_index(name) for name in plan.phases}
+    labels = dict(zip(plan.phases, plan.classes))
     return Shard(
         frames=frames,
         lattice=np.array([labels.get(p, UNUSABLE_LABEL) for p in phase], dtype=np.int8),

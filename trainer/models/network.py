@@ -13,10 +13,13 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ..orientation import rotation_6d_to_matrix
-from .preprocess import PatternNormalise
+from ..orientation import EULER_RANGES, euler_to_matrix, rotation_6d_to_matrix
+from .preprocess import PREPROCESSORS
 
 ROTATION_DIMS = 6
+ROTATIONS = ("6d", "euler")
+"""The rotation head: the continuous 6D representation (diffstream's), or three normalised
+Bunge Euler angles (paper 2's; the other three outputs go unused)."""
 USABLE_DIMS = 1
 
 
@@ -31,6 +34,8 @@ class NetworkOutputs(NamedTuple):
     logits: torch.Tensor
     rotation: torch.Tensor
     usable_logit: torch.Tensor
+    euler: torch.Tensor | None = None
+    """The normalised Euler angles (N, 3) a ``rotation="euler"`` network regresses (paper 2)."""
 
 
 class DiffractionNetwork(nn.Module):
@@ -38,9 +43,13 @@ class DiffractionNetwork(nn.Module):
     ``build_model`` needs to rebuild it from a checkpoint."""
 
     def __init__(self, backbone: nn.Module, num_classes: int, input_size: tuple[int, int], name: str,
-                 options: dict | None = None) -> None:
+                 options: dict | None = None, preprocess: str = "background", rotation: str = "6d") -> None:
         super().__init__()
-        self.normalise = PatternNormalise(input_size)
+        if rotation not in ROTATIONS:
+            raise ValueError(f"rotation: {rotation!r} is not one of {', '.join(ROTATIONS)}")
+        self.rotation = rotation
+        self.register_buffer("euler_ranges", torch.tensor(EULER_RANGES, dtype=torch.float32), persistent=False)
+        self.normalise = PREPROCESSORS[preprocess](input_size)
         self.backbone = backbone
         self.num_classes = int(num_classes)
         self.name = name
@@ -49,8 +58,10 @@ class DiffractionNetwork(nn.Module):
     def forward(self, frames: torch.Tensor) -> NetworkOutputs:
         vector = self.backbone(self.normalise(frames))
         c = self.num_classes
-        return NetworkOutputs(
-            logits=vector[:, :c],
-            rotation=rotation_6d_to_matrix(vector[:, c : c + ROTATION_DIMS]),
-            usable_logit=vector[:, c + ROTATION_DIMS],
-        )
+        if self.rotation == "euler":
+            euler = vector[:, c : c + 3]
+            rotation = euler_to_matrix(euler * self.euler_ranges)
+        else:
+            euler, rotation = None, rotation_6d_to_matrix(vector[:, c : c + ROTATION_DIMS])
+        return NetworkOutputs(logits=vector[:, :c], rotation=rotation, usable_logit=vector[:, c + ROTATION_DIMS],
+                              euler=euler)

@@ -63,3 +63,33 @@ class PatternNormalise(nn.Module):
         centred = x - x.mean(dim=(2, 3), keepdim=True)
         variance = (centred * centred).mean(dim=(2, 3), keepdim=True)
         return centred * torch.rsqrt(variance + VARIANCE_FLOOR)
+
+
+class LogUnitScale(nn.Module):
+    """Paper 2's preprocessing for SPED frames, as ``physics.sped.log_unit_scale`` does it:
+    raw counts (N, H, W) → float32 (N, 1, h, w), resized (bilinear) to ``input_size`` when it
+    differs, log(1 + counts), then each pattern linearly onto [0, 1] (a constant frame gives
+    zeros). The log lets weak high-order spots, which carry the orientation, compete with
+    the direct beam."""
+
+    def __init__(self, input_size: tuple[int, int]) -> None:
+        super().__init__()
+        self.input_size = tuple(int(n) for n in input_size)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        x = frames.to(torch.float32).unsqueeze(1)
+        if tuple(x.shape[-2:]) != self.input_size:
+            x = nn.functional.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False)
+        x = torch.log1p(torch.relu(x))
+        low = x.amin(dim=(2, 3), keepdim=True)
+        span = x.amax(dim=(2, 3), keepdim=True) - low
+        return (x - low) / span.clamp_min(SPAN_FLOOR)
+
+
+SPAN_FLOOR = 1e-6
+"""Below any real span of log counts (log 2 ≈ 0.69 for one count), so only a constant frame
+is affected, and it maps to zeros."""
+
+PREPROCESSORS = {"background": PatternNormalise, "log-unit": LogUnitScale}
+"""The ``preprocess`` option of ``build_model``: EBSD's background removal and
+standardisation (the default), or paper 2's log scaling to [0, 1] for SPED."""

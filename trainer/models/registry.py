@@ -16,8 +16,9 @@ from __future__ import annotations
 from torch import nn
 
 from .compact import CompactBackbone
-from .network import DiffractionNetwork, head_width
+from .network import ROTATIONS, DiffractionNetwork, head_width
 from .paper_cnn import PaperCNN
+from .preprocess import PREPROCESSORS
 from .timm_backbones import TIMM_NAMES, timm_backbone
 
 DEFAULT_INPUT_SIZES: dict[str, tuple[int, int]] = {
@@ -38,22 +39,32 @@ class ModelSpecError(ValueError):
 def build_model(name: str, num_classes: int = 14, input_size: tuple[int, int] | None = None,
                 **options: object) -> DiffractionNetwork:
     """A freshly initialised network ``name`` with ``num_classes`` class logits, a rotation and a
-    usable head. ``options`` go to the backbone (e.g. ``widths`` for ``compact``); they are
-    kept on the network so that a checkpoint can rebuild it."""
+    usable head. ``options`` go to the backbone (e.g. ``widths`` for ``compact``), except
+    ``preprocess`` (``preprocess.PREPROCESSORS``: "background" for EBSD, "log-unit" for SPED)
+    and ``rotation`` (``network.ROTATIONS``: "6d", or paper 2's "euler");
+    they are kept on the network so that a checkpoint can rebuild it."""
     if name not in DEFAULT_INPUT_SIZES:
         raise ModelSpecError(f"model: unknown architecture {name!r}; known: {', '.join(MODEL_NAMES)}")
     size = tuple(int(n) for n in (input_size or DEFAULT_INPUT_SIZES[name]))
     outputs = head_width(num_classes)
+    preprocess = str(options.get("preprocess", "background"))
+    if preprocess not in PREPROCESSORS:
+        raise ModelSpecError(f"model: unknown preprocess {preprocess!r}; known: {', '.join(PREPROCESSORS)}")
+    rotation = str(options.get("rotation", "6d"))
+    if rotation not in ROTATIONS:
+        raise ModelSpecError(f"model: unknown rotation {rotation!r}; known: {', '.join(ROTATIONS)}")
+    backbone_options = {k: v for k, v in options.items() if k not in ("preprocess", "rotation")}
     backbone: nn.Module
     if name == "compact":
-        backbone = CompactBackbone(outputs, input_size=size, **_tuples(options))
+        backbone = CompactBackbone(outputs, input_size=size, **_tuples(backbone_options))
     elif name == "paper2-cnn":
-        backbone = PaperCNN(outputs, size, **_tuples(options))
+        backbone = PaperCNN(outputs, size, **_tuples(backbone_options))
     else:
-        if options:
-            raise ModelSpecError(f"model: {name} takes no options, got {', '.join(options)}")
+        if backbone_options:
+            raise ModelSpecError(f"model: {name} takes no options, got {', '.join(backbone_options)}")
         backbone = timm_backbone(name, outputs, size)
-    return DiffractionNetwork(backbone, num_classes, size, name, {"input_size": list(size), **options})
+    return DiffractionNetwork(backbone, num_classes, size, name, {"input_size": list(size), **options},
+                              preprocess=preprocess, rotation=rotation)
 
 
 def _tuples(options: dict) -> dict:

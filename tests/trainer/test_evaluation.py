@@ -1,0 +1,164 @@
+"""``diffstream evaluate`` and the SPED export: a tiny quick-trained model of each kind is
+exported and scored; the scores must have their keys and sane values, the confusion rows
+must add up to the frames, the uint16 SPED graph must match torch, bad requests must be
+one-line errors."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from conftest import run_diffstream
+from diffstream.engines.model_card import read_card
+from diffstream.trainer.config import load_config
+from diffstream.trainer.datasets import paper2_scores
+from diffstream.trainer.evaluation import (
+    EvaluationError,
+    euler_scores,
+    evaluate_model,
+    load_for_evaluation,
+    precision_recall,
+)
+from diffstream.trainer.evaluation_report import write_report
+from diffstream.trainer.export import ExportWrapper, export_checkpoint, onnx_session, run_onnx
+from diffstream.trainer.orientation import laue_operators, quaternions_to_matrices
+from diffstream.trainer.physics.sampling import random_quaternions
+from diffstream.trainer.sped_export import export_sped_checkpoint
+from diffstream.trainer.training import load_checkpoint, model_from_checkpoint, train
+
+CONFIGS = Path(__file__).resolve().parents[2] / "trainer" / "configs"
+
+
+@pytest.fixture(scope="module")
+def sped_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("sped")
+    train(load_config(CONFIGS / "sped-orientation.toml", quick=True), folder / "run", progress=False)
+    export_sped_checkpoint(folder / "run" / "best.pt", folder / "sped.onnx")
+    return folder / "sped.onnx", folder / "run" / "best.pt"
+
+
+@pytest.fixture(scope="module")
+def lattice_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("lattice")
+    train(load_config(CONFIGS / "ebsd-lattice.toml", quick=True), folder / "run", progress=False)
+    export_checkpoint(folder / "run" / "best.pt", folder / "lattice.onnx")
+    return folder / "lattice.onnx"
+
+
+def test_sped_graph_takes_uint16_and_matches_torch(sped_model: tuple[Path, Path]) -> None:
+    path, checkpoint = sped_model
+    model = onnx.load(str(path))
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT16
+    card = read_card(path)
+    assert card.kind == "4dstem" and card.input_dtype == "uint16" and card.input_shape == (128, 128)
+    assert [(c.name, c.point_group, c.orientation) for c in card.classes] == [("LiNiO2", "-3m", True)]
+    assert card.training["history"] and card.training["history"][0]["epoch"] == 1
+    frames = np.random.default_rng(2).integers(0, 5000, (9, 128, 128)).astype(np.uint16)
+    frames[0] = 0
+    frames[1, 64, 64] = 65535  # a saturated direct beam
+    ort = run_onnx(onnx_session(path, threads=1), frames, batch=4)
+    wrapper = ExportWrapper(model_from_checkpoint(load_checkpoint(checkpoint))).eval()
+    with torch.no_grad():
+        reference = wrapper(torch.from_numpy(frames.astype(np.int32)))
+    for ours, theirs in zip(ort, reference):
+        assert np.abs(ours - theirs.numpy()).max() <= 1e-4
+
+
+def test_sped_evaluation(sped_model: tuple[Path, Path]) -> None:
+    result = evaluate_model(sped_model[0], frames=8)
+    assert result["kind"] == "4dstem" and result["frames"] == 8 and result["split"] == "test"
+    assert result["data_seed"] == 1003
+    assert 0 <= result["median_disorientation_deg"] <= result["p95_disorientation_deg"] <= 180
+    assert 0 <= result["mean_disorientation_deg"] <= 180
+    for key in ("euler", "euler_raw"):
+        assert result[key]["mae_deg"] >= 0 and result[key]["mse_deg2"] >= result[key]["mae_deg"] ** 2 - 1e-6
+        assert result[key]["r2"] <= 1
+    assert 0 <= result["confidence_accuracy"] <= 1
+    with pytest.raises(EvaluationError, match="no blind materials"):
+        evaluate_model(sped_model[0], blind=True)
+
+
+def test_lattice_evaluation(lattice_model: Path) -> None:
+    for blind in (False, True):
+        result = evaluate_model(lattice_model, blind=blind, frames=8)
+        assert 0 <= result["accuracy"] <= 1
+        materials = ["Al"] if blind else ["Ni", "Fe", "Ti"]
+        assert sorted(result["materials"]) == sorted(materials) and result["frames"] == 8 * len(materials)
+        by_material = np.array(result["confusion_by_material"])
+        assert (by_material.sum(axis=1) == 8).all()
+        confusion = np.array(result["confusion"])
+        assert confusion.sum() == result["frames"]
+        assert np.trace(confusion) / confusion.sum() == pytest.approx(result["accuracy"], abs=1e-4)
+        for name, row in result["per_class"].items():
+            assert row["frames"] == confusion[result["classes"].index(name)].sum()
+    assert set(result["per_class"]) >= {"cF"}
+    test = evaluate_model(lattice_model, frames=8)
+    assert set(test["disorientation_deg"]) == {"Ni", "Fe", "Ti"}
+    assert all(0 <= s["median"] <= s["p95"] <= 180 for s in test["disorientation_deg"].values())
+
+
+def test_precision_and_recall() -> None:
+    confusion = np.array([[3, 1, 0], [0, 0, 0], [2, 0, 4]])
+    scores = precision_recall(confusion, ("a", "b", "c"))
+    assert scores["a"] == {"precision": 0.6, "recall": 0.75, "frames": 4}
+    assert scores["b"] == {"precision": 0.0, "recall": None, "frames": 0}
+    assert scores["c"] == {"precision": 1.0, "recall": round(4 / 6, 4), "frames": 6}
+
+
+def test_euler_scores_forgive_symmetry_only_when_moved() -> None:
+    quaternions = random_quaternions(200, 5)
+    truth = quaternions_to_matrices(quaternions)
+    operators = laue_operators("-3m")
+    equivalent = operators[np.arange(200) % len(operators)] @ truth
+    scores = euler_scores(equivalent, quaternions, "-3m")
+    assert scores["euler"]["mae_deg"] < 1e-6 and scores["euler"]["r2"] == pytest.approx(1.0)
+    assert scores["euler_raw"]["mae_deg"] > 10 and scores["euler_raw"]["r2"] < 0.9
+    target = np.array([[10.0, 20.0, 30.0], [50.0, 60.0, 70.0]])
+    assert paper2_scores(target + 2.0, target) == {"mae_deg": 2.0, "mse_deg2": 4.0, "r2": pytest.approx(1 - 4 / 400)}
+
+
+def test_report(sped_model: tuple[Path, Path], tmp_path: Path) -> None:
+    result = evaluate_model(sped_model[0], frames=8)
+    report = write_report(result, load_for_evaluation(sped_model[0]), tmp_path)
+    assert report["files"] == ["training_curves.png", "ipf_maps.png"] and report["skipped"] == {}
+    for name in report["files"]:
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    stored = json.loads((tmp_path / "metrics.json").read_text())
+    assert stored["median_disorientation_deg"] == result["median_disorientation_deg"]
+    assert 0 <= stored["specimen_median_disorientation_deg"] <= 180
+
+
+def test_cli_errors_are_one_line(sped_model: tuple[Path, Path]) -> None:
+    for argv, message in ((["--model", "no-such-model"], "unknown model 'no-such-model'"),
+                          (["--model", str(sped_model[0]), "--blind"], "no blind materials"),
+                          (["--model", str(sped_model[0]), "--n", "0"], "n: must be a positive")):
+        done = run_diffstream("evaluate", *argv, "--json")
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.count("\n") == 1 and done.stderr.startswith("diffstream: error: ")
+        assert message in done.stderr
+
+
+def test_cli_json(sped_model: tuple[Path, Path]) -> None:
+    done = run_diffstream("evaluate", "--model", str(sped_model[0]), "--json", "--n", "4")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["frames"] == 4 and "median_disorientation_deg" in result
+
+
+def test_shipped_sped_model_fits_the_simulator_and_is_listed() -> None:
+    from diffstream.engines import shipped_models
+    from diffstream.live.scan_render import DEFAULT_SPED_GEOMETRY
+
+    path = shipped_models()["sped-orientation"]
+    assert path.stat().st_size <= 20 * 2**20
+    listed = run_diffstream("models", "--json")
+    assert listed.returncode == 0, listed.stderr
+    card = {r["name"]: r["card"] for r in json.loads(listed.stdout)}["sped-orientation"]
+    assert card["kind"] == "4dstem" and card["input_dtype"] == "uint16"
+    assert tuple(card["input_shape"]) == DEFAULT_SPED_GEOMETRY.shape  # detector-sim --kind 4dstem's frames
+    assert [c["name"] for c in card["classes"]] == ["LiNiO2"] and card["classes"][0]["orientation"]
+    assert 0 <= card["metrics"]["test"]["median_disorientation_deg"] <= 180

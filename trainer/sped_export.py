@@ -1,0 +1,108 @@
+"""Checkpoint of a 4D-STEM (SPED) orientation network → ONNX model file with its card.
+
+The graph is written by ``export.export_network`` (the same exporter and output contract as
+the EBSD models); what differs is the card (kind ``4dstem``, one class per material with its
+point group, the training history for report curves) and the input's type: a counting
+detector streams uint16, which torch's TorchScript exporter cannot trace, so the graph is
+traced on uint8 and its input retyped to uint16. That is exact, because the first operation
+on ``frames`` is a Cast to float32, which takes either. ``diffstream export`` comes here for
+checkpoints whose data kind is ``4dstem``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+import torch
+
+from diffstream.engines.model_card import ModelCard, ModelClass, write_card
+
+from .config import Config
+from .export import OPSET, export_network
+from .physics.catalogue import get_phase_entry
+from .training import config_from_checkpoint, load_checkpoint, model_from_checkpoint
+
+INPUT_DTYPE = "uint16"
+PREPROCESSING = (
+    "inside the graph: cast uint16 counts to float32; resize (bilinear) to the network input if it differs "
+    "(128x128 to 64x64 at exactly half: the mean of each 2x2 block); log(1 + counts); each pattern linearly "
+    "onto [0, 1] (paper 2's preprocessing)"
+)
+OUTPUT_MEANINGS = {
+    "class_probabilities": "softmax over the card's classes (the phases of the training set)",
+    "rotation_matrix": "orientation (sample to crystal) as orix Rotation.to_matrix(), from the 6D representation "
+                       "(Zhou et al. 2019) by Gram-Schmidt; trained with the loss that takes the minimum over the "
+                       "phase's Laue group, so it is one of the symmetry equivalents of the crystal's orientation",
+    "confidence": "sigmoid of the usable-pattern logit: probability that the frame holds a spot pattern",
+}
+
+
+def build_sped_card(config: Config, checkpoint: dict, metrics: dict) -> ModelCard:
+    """The card of a 4D-STEM orientation model trained with ``config``."""
+    oriented = checkpoint["orientation_phases"]
+    classes = tuple(ModelClass(name=name, point_group=get_phase_entry(name).point_group, orientation=name in oriented,
+                               space_group=get_phase_entry(name).space_group)
+                    for name in checkpoint["classes"])
+    state = checkpoint["state"]
+    data = config.data
+    return ModelCard(
+        name=config.name,
+        kind="4dstem",
+        task=("phase", "orientation", "confidence"),
+        input_shape=tuple(data.frame_shape),
+        input_dtype=INPUT_DTYPE,
+        classes=classes,
+        outputs=dict(OUTPUT_MEANINGS),
+        preprocessing=PREPROCESSING,
+        training={
+            "config": config.name,
+            "config_text": config.source,
+            "quick": config.quick,
+            "architecture": checkpoint["model"],
+            "seed": {"data": data.seed, "train": config.train.seed},
+            "data": {
+                "source": "kinematic precession (SPED) spot patterns (diffstream.trainer.physics.sped), Poisson "
+                          "counts at random dose, diffuse background and foil thickness per block of frames",
+                "training_materials": list(checkpoint["classes"]),
+                "orientation_phases": oriented,
+                "patterns": data.patterns,
+                "split": "60/20/20 train/val/test (paper 2)",
+                "unusable_fraction": data.unusable_fraction,
+                "dose_electrons": list(data.dose),
+                "geometry": {"frame_shape": list(data.frame_shape), "voltage_kv": data.voltage_kv},
+            },
+            "epochs_run": state["epoch"],
+            "best_epoch": state["best_metrics"].get("epoch"),
+            "history": state["history"],
+            "exporter": f"torch {torch.__version__} TorchScript ONNX exporter, opset {OPSET}",
+        },
+        metrics=metrics,
+    )
+
+
+def export_sped_checkpoint(checkpoint_path: str | Path, out: str | Path, evaluate: bool = False) -> ModelCard:
+    """Write the checkpoint's network to ``out`` with its card; with ``evaluate`` the file is
+    scored on the config's held-out test split (``evaluation.evaluate_sped``) and the numbers
+    go into the card."""
+    checkpoint = load_checkpoint(checkpoint_path)
+    config = config_from_checkpoint(checkpoint)
+    if config.data.kind != "4dstem":
+        raise ValueError(f"{checkpoint_path} is not a 4D-STEM checkpoint (its data kind is {config.data.kind})")
+    best = checkpoint["state"]["best_metrics"]
+    metrics = {"validation": {k: best.get(k) for k in ("epoch", "val_loss", "val_median_disorientation_deg",
+                                                        "val_usable_accuracy")}}
+    out = Path(out)
+    export_network(model_from_checkpoint(checkpoint), tuple(config.data.frame_shape),
+                   build_sped_card(config, checkpoint, metrics), out)
+    model = onnx.load(str(out))
+    model.graph.input[0].type.tensor_type.elem_type = onnx.TensorProto.UINT16
+    onnx.checker.check_model(model)
+    onnx.save(model, str(out))
+    if evaluate:
+        from .evaluation import evaluate_sped
+
+        metrics["test"] = evaluate_sped(out, config.data, "test")
+    card = build_sped_card(config, checkpoint, metrics)
+    write_card(model, card)
+    onnx.save(model, str(out))
+    return card
