@@ -120,7 +120,6 @@ def build_card(config: Config, checkpoint: dict, metrics: dict) -> ModelCard:
     classes = tuple(ModelClass(name=c, point_group=HOLOHEDRY[c], orientation=c in oriented)
                     for c in checkpoint["classes"])
     training, blind = resolve_materials(config.data)
-    state = checkpoint["state"]
     return ModelCard(
         name=config.name,
         kind="ebsd",
@@ -130,32 +129,38 @@ def build_card(config: Config, checkpoint: dict, metrics: dict) -> ModelCard:
         classes=classes,
         outputs=dict(OUTPUT_MEANINGS),
         preprocessing=PREPROCESSING,
-        training={
-            "config": config.name,
-            "config_text": config.source,
-            "quick": config.quick,
-            "architecture": checkpoint["model"],
-            "seed": {"data": config.data.seed, "train": config.train.seed},
-            "data": {
-                "source": "kinematical master patterns (diffstream.trainer.physics) projected with the numpy "
-                          "projector, detector model cameras around the 'fast' preset plus high_res-like ones",
-                "training_materials": list(training),
-                "blind_materials": list(blind),
-                "orientation_phases": checkpoint["orientation_phases"],
-                "patterns_per_lattice": config.data.patterns_per_lattice,
-                "unusable_fraction": config.data.unusable_fraction,
-                "geometry": {"frame_shape": list(config.data.frame_shape),
-                             "pattern_centre_bruker": list(config.data.pattern_centre),
-                             "pc_jitter": config.data.pc_jitter, "sample_tilt": config.data.sample_tilt,
-                             "detector_tilt": config.data.detector_tilt, "voltage_kv": config.data.voltage_kv},
-            },
-            "epochs_run": state["epoch"],
-            "best_epoch": state["best_metrics"].get("epoch"),
-            "exporter": f"torch {torch.__version__} TorchScript ONNX exporter, opset {OPSET}",
-        },
+        training=training_record(config, checkpoint, {
+            "source": "kinematical master patterns (diffstream.trainer.physics) projected with the numpy "
+                      "projector, detector model cameras around the 'fast' preset plus high_res-like ones",
+            "training_materials": list(training),
+            "blind_materials": list(blind),
+            "orientation_phases": checkpoint["orientation_phases"],
+            "patterns_per_lattice": config.data.patterns_per_lattice,
+            "unusable_fraction": config.data.unusable_fraction,
+            "geometry": {"frame_shape": list(config.data.frame_shape),
+                         "pattern_centre_bruker": list(config.data.pattern_centre),
+                         "pc_jitter": config.data.pc_jitter, "sample_tilt": config.data.sample_tilt,
+                         "detector_tilt": config.data.detector_tilt, "voltage_kv": config.data.voltage_kv},
+        }),
         metrics=metrics,
     )
 
+
+def training_record(config: Config, checkpoint: dict, data: dict) -> dict:
+    """The card's ``training`` entry: how to rebuild the model (config, seeds, data) and how far it trained."""
+    state = checkpoint["state"]
+    return {
+        "config": config.name,
+        "config_text": config.source,
+        "quick": config.quick,
+        "architecture": checkpoint["model"],
+        "seed": {"data": config.data.seed, "train": config.train.seed},
+        "data": data,
+        "epochs_run": state["epoch"],
+        "best_epoch": state["best_metrics"].get("epoch"),
+        "history": state.get("history"),
+        "exporter": f"torch {torch.__version__} TorchScript ONNX exporter, opset {OPSET}",
+    }
 
 def export_checkpoint(checkpoint_path: str | Path, out: str | Path, evaluate: bool = False) -> ModelCard:
     """``diffstream export``: the checkpoint's network and card to ``out``, and the torch program

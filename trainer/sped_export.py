@@ -13,12 +13,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import onnx
-import torch
 
 from diffstream.engines.model_card import ModelCard, ModelClass, write_card
 
 from .config import Config
-from .export import OPSET, export_network
+from .export import export_network, training_record
 from .physics.catalogue import get_phase_entry
 from .training import config_from_checkpoint, load_checkpoint, model_from_checkpoint
 
@@ -43,7 +42,6 @@ def build_sped_card(config: Config, checkpoint: dict, metrics: dict) -> ModelCar
     classes = tuple(ModelClass(name=name, point_group=get_phase_entry(name).point_group, orientation=name in oriented,
                                space_group=get_phase_entry(name).space_group)
                     for name in checkpoint["classes"])
-    state = checkpoint["state"]
     data = config.data
     return ModelCard(
         name=config.name,
@@ -54,28 +52,17 @@ def build_sped_card(config: Config, checkpoint: dict, metrics: dict) -> ModelCar
         classes=classes,
         outputs=dict(OUTPUT_MEANINGS),
         preprocessing=PREPROCESSING,
-        training={
-            "config": config.name,
-            "config_text": config.source,
-            "quick": config.quick,
-            "architecture": checkpoint["model"],
-            "seed": {"data": data.seed, "train": config.train.seed},
-            "data": {
-                "source": "kinematic precession (SPED) spot patterns (diffstream.trainer.physics.sped), Poisson "
-                          "counts at random dose, diffuse background and foil thickness per block of frames",
-                "training_materials": list(checkpoint["classes"]),
-                "orientation_phases": oriented,
-                "patterns": data.patterns,
-                "split": "60/20/20 train/val/test (paper 2)",
-                "unusable_fraction": data.unusable_fraction,
-                "dose_electrons": list(data.dose),
-                "geometry": {"frame_shape": list(data.frame_shape), "voltage_kv": data.voltage_kv},
-            },
-            "epochs_run": state["epoch"],
-            "best_epoch": state["best_metrics"].get("epoch"),
-            "history": state["history"],
-            "exporter": f"torch {torch.__version__} TorchScript ONNX exporter, opset {OPSET}",
-        },
+        training=training_record(config, checkpoint, {
+            "source": "kinematic precession (SPED) spot patterns (diffstream.trainer.physics.sped), Poisson "
+                      "counts at random dose, diffuse background and foil thickness per block of frames",
+            "training_materials": list(checkpoint["classes"]),
+            "orientation_phases": oriented,
+            "patterns": data.patterns,
+            "split": "60/20/20 train/val/test (paper 2)",
+            "unusable_fraction": data.unusable_fraction,
+            "dose_electrons": list(data.dose),
+            "geometry": {"frame_shape": list(data.frame_shape), "voltage_kv": data.voltage_kv},
+        }),
         metrics=metrics,
     )
 

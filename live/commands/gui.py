@@ -5,12 +5,10 @@ import argparse
 from pathlib import Path
 
 from . import keys
-from .live import DEFAULT_MODEL
+from .live import add_model_arguments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from diffstream.engines import BACKENDS
-
     parser = subparsers.add_parser(
         "gui",
         help="open the live map window",
@@ -21,10 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("--connect", metavar="URL", help="detector server endpoint to map at once, e.g. tcp://host:5555")
-    parser.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME|PATH",
-                        help=f"shipped model name or ONNX file (default {DEFAULT_MODEL}; see 'diffstream models')")
-    parser.add_argument("--engine", default="auto", choices=("auto", *BACKENDS),
-                        help="inference backend (default auto: the fastest one installed)")
+    add_model_arguments(parser)
     parser.add_argument("--pull", action="store_true", help="PULL instead of SUB: lossless hand-off from a PUSH server")
     parser.add_argument("--out", type=Path, metavar="DIR",
                         help="also write each scan's maps here when it ends (default: only when you press Save)")

@@ -33,14 +33,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
-def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options shared by ``live`` and ``demo``."""
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--model`` and ``--engine``, as every command that maps a stream spells them."""
     from diffstream.engines import BACKENDS
 
     parser.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME|PATH",
                         help=f"shipped model name or ONNX file (default {DEFAULT_MODEL}; see 'diffstream models')")
     parser.add_argument("--engine", default="auto", choices=("auto", *BACKENDS),
                         help="inference backend (default auto: the fastest one installed)")
+
+
+def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options shared by ``live`` and ``demo``."""
+    add_model_arguments(parser)
     parser.add_argument("--headless", action="store_true", help="no window: write the map files only")
     parser.add_argument("--out", type=Path, metavar="DIR",
                         help="folder for map.h5, map.ang, PNGs and summary.json (default diffstream-maps/TIME)")
