@@ -24,6 +24,7 @@ import pytest
 import zmq
 
 from diffstream.engines import create_engine
+from diffstream.engines.batch_fallback import BatchFallback, OutOfDeviceMemory
 from diffstream.live.pipeline import LivePipeline
 from diffstream.live.protocol import ScanEnd, ScanStart, encode_frame, encode_scan_end, encode_scan_start
 from diffstream.live.receiver import Receiver
@@ -198,6 +199,41 @@ def test_an_engine_slower_than_the_stream_drops_and_counts_frames_and_never_queu
     names = mapped_classes(report.files["h5"])
     assert all(names[i] in ("", CLASS_NAMES[classes[i]]) for i in range(classes.size))  # what was mapped is right
 
+
+
+class SmallDevice(SlowEngine):
+    """A real engine on a "device" that holds at most ``limit`` frames: larger batches fail the way a
+    GPU out of memory does, as the backends report it (:class:`OutOfDeviceMemory`)."""
+
+    def __init__(self, engine: object, limit: int) -> None:
+        super().__init__(engine, 0.0)
+        self.limit = limit
+        self.largest = 0
+
+    def infer(self, frames: np.ndarray) -> dict:
+        if len(frames) > self.limit:
+            raise OutOfDeviceMemory(f"CUDA out of memory at batch {len(frames)}")
+        self.largest = max(self.largest, len(frames))
+        return self._engine.infer(frames)
+
+
+def test_a_device_out_of_memory_runs_smaller_batches_and_maps_every_frame(recording, fixture_path, tmp_path):
+    path, classes = recording
+    port = free_port()
+    device = SmallDevice(create_engine(fixture_path), limit=20)
+    receiver = Receiver(f"tcp://127.0.0.1:{port}", batch_size=64, max_wait_s=0.01, socket_type="pull")
+    pipeline = LivePipeline(receiver, BatchFallback(device), model_name="fixture", out_dir=tmp_path)
+    server = replay(path, port, "--rate", "0", "--push")
+    try:
+        (report,) = pipeline.run()
+        assert server.wait(TIMEOUT) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+    assert report.summary["ended_by"] == "scan_end"
+    assert report.summary["frames_received"] == classes.size and report.summary["frames_dropped"] == 0
+    assert device.largest <= 20 < 64
+    assert mapped_classes(report.files["h5"]) == [CLASS_NAMES[k] for k in classes]
 
 def test_a_map_folder_that_cannot_be_written_falls_back_to_a_temporary_folder(fixture_path, tmp_path):
     blocked = tmp_path / "not-a-folder"
