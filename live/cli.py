@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from .commands import (
     bench,
+    dataset,
     demo,
     detector_sim,
     engines,
@@ -25,8 +26,8 @@ from .commands import (
     train,
 )
 
-COMMAND_GROUPS = (demo, live, gui, detector_sim, recording, keys, models, engines, train, evaluate, phases, simulate,
-                  bench)
+COMMAND_GROUPS = (demo, live, gui, detector_sim, recording, keys, models, engines, train, evaluate, dataset, phases,
+                  simulate, bench)
 
 
 class UserError(Exception):

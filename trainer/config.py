@@ -23,6 +23,7 @@ BLIND_REST = "rest"
 
 
 DATA_KINDS = ("ebsd", "4dstem")
+DATA_SOURCES = ("simulated", "folder")
 LABELS = ("lattice", "ordering")
 
 
@@ -78,6 +79,11 @@ class DataConfig:
     """4D-STEM only: labelled frames in all, split 60/20/20 into train, val and test (paper 2)."""
     dose: tuple[float, float] = (2e4, 5e5)
     """4D-STEM only: electrons per pattern, drawn log-uniformly per camera block."""
+    source: str = "simulated"
+    """"simulated" (generated from this section) or "folder": the train, val and test splits
+    a user imported from an experiment (``diffstream dataset import``) under ``folder``."""
+    folder: str = ""
+    """The imported dataset's folder when ``source = "folder"`` (relative to the working folder)."""
 
 
 @dataclass(frozen=True)
@@ -211,5 +217,10 @@ def _check(section: Any, where: str) -> None:
     kind = getattr(section, "kind", "ebsd")
     if kind not in DATA_KINDS:
         raise ConfigError(f"{where}: kind must be one of {', '.join(DATA_KINDS)}, got {kind!r}")
+    source = getattr(section, "source", "simulated")
+    if source not in DATA_SOURCES:
+        raise ConfigError(f"{where}: source must be one of {', '.join(DATA_SOURCES)}, got {source!r}")
+    if source == "folder" and not section.folder:
+        raise ConfigError(f"{where}: source = \"folder\" needs folder, the path `diffstream dataset import` wrote")
     if kind == "4dstem" and (not isinstance(section.patterns, int) or section.patterns < 5):
         raise ConfigError(f"{where}: a 4dstem set needs patterns, an integer of at least 5, got {section.patterns!r}")

@@ -15,6 +15,9 @@ data regenerated from the training config stored in its card with the data seed 
   answer with any symmetry equivalent, so the scores are given for the prediction as it
   comes (``euler_raw``) and moved to the equivalent nearest the label (``euler``), which is
   what a label that respects symmetry would compare against.
+- The dose study (``evaluate_dose``, EBSD lattice models): the same test set at a series of
+  camera doses, each camera's gain raised to keep its mean level, so only the shot noise
+  changes: accuracy and median disorientation as the dose drops.
 """
 from __future__ import annotations
 
@@ -29,10 +32,21 @@ from diffstream.engines.model_card import ModelCard, read_card
 from diffstream.engines.registry import resolve_model
 
 from .config import Config, DataConfig, parse_config
-from .datasets import ORDERED_SUPERSTRUCTURES, SPED_SPLIT, load_split, paper2_scores, score
+from .datasets import (
+    ORDERED_SUPERSTRUCTURES,
+    SPED_SPLIT,
+    Shard,
+    load_split,
+    paper2_scores,
+    score,
+    split_spec,
+    synthesize_shard,
+)
+from .datasets.store import shard_plans
 from .export import onnx_session, run_onnx
 from .orientation import disorientation_deg, laue_operators, quaternions_to_matrices
 from .physics.catalogue import get_phase_entry
+from .physics.master_pattern import kinematical_master_pattern
 
 EVALUATION_SEED_OFFSET = 1000
 """Added to the config's data seed: the splits of a seed are disjoint draws, so seed + 1000
@@ -40,6 +54,9 @@ gives frames unrelated to any the model was trained, validated or tested on at e
 DEFAULT_FRAMES = {"ebsd": 200, "4dstem": 1000}
 """Frames per material when ``--n`` is not given: a few thousand in all, seconds to simulate
 and score on two CPU cores."""
+DEFAULT_DOSES = (10.0, 30.0, 100.0, 300.0, 1000.0)
+"""Electrons per pixel of the dose study: from below the training cameras' range (25-300 for
+the fast camera, 500-4000 for the high-resolution one) to inside the high-resolution range."""
 
 
 class EvaluationError(ValueError):
@@ -85,13 +102,55 @@ def evaluate_model(spec: str | Path, blind: bool = False, frames: int | None = N
         result = evaluate_lattice(model, data, "blind" if blind else "test")
     else:
         raise EvaluationError(f"model {spec}: kind {model.card.kind!r} has no evaluation")
+    if data.source == "folder":  # an imported set: its own held-out test split, not fresh frames
+        result["data_folder"] = data.folder
     return {"model": model.card.name, "file": str(model.path), "kind": model.card.kind,
             "data_seed": data.seed, **result}
 
 
+def evaluate_dose(spec: str | Path, doses: tuple[float, ...] = DEFAULT_DOSES, frames: int | None = None) -> dict:
+    """An EBSD lattice model's accuracy and median disorientation as the camera dose drops:
+    the test set of ``evaluate_model`` made again at each of ``doses`` (electrons per pixel,
+    every camera's gain raised to keep its mean level), ``frames`` per material. The
+    orientations and pattern centres are the same at every dose; the cameras are drawn from
+    the same distribution (their noise draws depend on the dose)."""
+    model = load_for_evaluation(spec)
+    if model.card.kind != "ebsd":
+        raise EvaluationError(f"doses: the dose study is for EBSD lattice models; {model.card.name} is "
+                              f"{model.card.kind!r}")
+    if not doses or min(doses) <= 0:
+        raise EvaluationError(f"doses: need positive electrons per pixel, got {', '.join(map(str, doses))}")
+    n = DEFAULT_FRAMES["ebsd"] if frames is None else frames
+    if n < 1:
+        raise EvaluationError(f"n: frames must be a positive integer, got {n}")
+    data = dataclasses.replace(model.config.data, seed=model.config.data.seed + EVALUATION_SEED_OFFSET,
+                               test_patterns_per_phase=n)
+    rows = []
+    for dose in doses:
+        result = lattice_scores(model, simulate_split(data, "test", dose=float(dose)), "test")
+        rows.append({"dose": float(dose), "frames": result["frames"], "accuracy": result["accuracy"],
+                     "median_disorientation_deg": {name: stats["median"]
+                                                   for name, stats in result["disorientation_deg"].items()}})
+    return {"model": model.card.name, "file": str(model.path), "kind": model.card.kind, "split": "test",
+            "data_seed": data.seed, "frames_per_material": n, "dose_sweep": rows}
+
+
+def simulate_split(data: DataConfig, split: str, dose: float | None = None) -> Shard:
+    """``split`` of ``data`` made in memory (not cached), every camera at ``dose`` if given."""
+    spec = split_spec(data, split)
+    masters = {name: kinematical_master_pattern(name, data.voltage_kv, half_size=data.master_half_size)
+               for name in spec.phases}
+    shards = [synthesize_shard(dataclasses.replace(plan, dose=dose), masters) for plan in shard_plans(data, spec)]
+    return Shard(**{key: np.concatenate([s.arrays()[key] for s in shards]) for key in shards[0].arrays()})
+
+
 def evaluate_lattice(model: EvaluatedModel, data: DataConfig, split: str) -> dict:
     """Scores of an EBSD lattice model on ``split`` of ``data``."""
-    shard = load_split(data, split, progress=False)
+    return lattice_scores(model, load_split(data, split, progress=False), split)
+
+
+def lattice_scores(model: EvaluatedModel, shard: Shard, split: str) -> dict:
+    """Scores of an EBSD lattice model on the frames of ``shard``, a ``split``."""
     probabilities, rotations, confidence = run_onnx(onnx_session(model.path), shard.frames)
     classes = tuple(model.card.class_names)
     oriented = tuple(model.card.training.get("data", {}).get("orientation_phases", {}))

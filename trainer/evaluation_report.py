@@ -9,6 +9,8 @@
   of the truth above the prediction (orix's IPF colour key of the phase's Laue group), and
   the disorientation map (paper 2 Fig. 9's comparison, with exact truth instead of
   template-matching labels).
+- ``gradcam.png`` with ``--gradcam``: Grad-CAM maps over a few test frames per class
+  (paper 1 Fig. 5; ``gradcam.py``).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import numpy as np
 
 from .evaluation import EvaluatedModel
 from .export import onnx_session, run_onnx
+from .gradcam import GradCam, gradcam_figure
 from .orientation import disorientation_deg, laue_operators, quaternions_to_matrices
 from .physics.catalogue import get_phase_entry
 from .physics.specimen import SpecimenSpec, make_specimen
@@ -27,9 +30,10 @@ SPECIMEN_SHAPE = (40, 40)
 SPECIMEN_SEED = 7
 
 
-def write_report(result: dict, model: EvaluatedModel, out_dir: str | Path) -> dict:
+def write_report(result: dict, model: EvaluatedModel, out_dir: str | Path, gradcam: GradCam | None = None) -> dict:
     """Write the figures and ``metrics.json`` (``result`` plus a ``report`` entry listing the
-    files and what was skipped) into ``out_dir``; returns the ``report`` entry."""
+    files and what was skipped) into ``out_dir``, with ``gradcam.png`` when ``gradcam`` is given;
+    returns the ``report`` entry."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -52,7 +56,42 @@ def write_report(result: dict, model: EvaluatedModel, out_dir: str | Path) -> di
         files.append(_ipf_maps(model, phases[0], out_dir / "ipf_maps.png", result))
     else:
         notes["ipf_maps"] = "skipped: the model has no oriented class"
+    if gradcam is not None:
+        files.append(gradcam_figure(gradcam, model, result["data_seed"], out_dir / "gradcam.png"))
     report = {"files": [p.name for p in files], "skipped": notes}
+    (out_dir / "metrics.json").write_text(json.dumps({**result, "report": report}, indent=1), encoding="utf-8")
+    return report
+
+
+def write_dose_report(result: dict, out_dir: str | Path) -> dict:
+    """Write ``dose.png`` (accuracy and the oriented phases' median disorientation against
+    the dose) and ``metrics.json`` for an ``evaluate_dose`` result; returns the ``report`` entry."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = result["dose_sweep"]
+    doses = [row["dose"] for row in rows]
+    fig, (accuracy_ax, angle_ax) = plt.subplots(1, 2, figsize=(9, 3.5))
+    accuracy_ax.plot(doses, [row["accuracy"] for row in rows], "o-")
+    accuracy_ax.set_ylabel("lattice accuracy")
+    accuracy_ax.set_ylim(0, 1)
+    for name in rows[0]["median_disorientation_deg"]:
+        angle_ax.plot(doses, [row["median_disorientation_deg"][name] for row in rows], "o-", label=name)
+    angle_ax.set_ylabel("median disorientation (°)")
+    if rows[0]["median_disorientation_deg"]:
+        angle_ax.legend()
+    for ax in (accuracy_ax, angle_ax):
+        ax.set_xscale("log")
+        ax.set_xlabel("dose (electrons per pixel)")
+    fig.suptitle(f"{result['model']}: {result['frames_per_material']} fresh test frames per material and dose")
+    fig.tight_layout()
+    fig.savefig(out_dir / "dose.png", dpi=120)
+    plt.close(fig)
+    report = {"files": ["dose.png"], "skipped": {}}
     (out_dir / "metrics.json").write_text(json.dumps({**result, "report": report}, indent=1), encoding="utf-8")
     return report
 

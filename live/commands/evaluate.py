@@ -8,6 +8,11 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from diffstream.trainer.evaluation import EvaluatedModel
+    from diffstream.trainer.gradcam import GradCam
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,7 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Simulate fresh test frames from the training config stored in the model's card (another seed) and "
             "score the ONNX file on them with ONNX Runtime: for EBSD lattice models accuracy, per-class precision "
             "and recall, confusion matrices and the disorientation of the oriented phases; for 4D-STEM orientation "
-            "models the disorientation and paper 2's MAE, MSE and R² on Euler angles."
+            "models the disorientation and paper 2's MAE, MSE and R² on Euler angles. --dose-sweep or --doses: the "
+            "same test frames at a series of camera doses instead (EBSD lattice models)."
         ),
     )
     parser.add_argument("--model", required=True,
@@ -30,6 +36,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="write metrics.json and PNG figures (confusion matrices, training curves, IPF maps) here")
     parser.add_argument("--n", type=int, metavar="N",
                         help="fresh frames per material (default 200 for EBSD, 1000 for 4D-STEM)")
+    parser.add_argument("--dose-sweep", action="store_true",
+                        help="the dose study: accuracy and median disorientation of the test set made again at "
+                             "10, 30, 100, 300 and 1000 electrons per pixel (EBSD lattice models)")
+    parser.add_argument("--doses", metavar="LIST",
+                        help="the dose study at these doses, comma-separated electrons per pixel (e.g. 10,100,1000)")
+    parser.add_argument("--gradcam", action="store_true",
+                        help="with --report, also write gradcam.png: Grad-CAM maps over a few test frames per class "
+                             "(EBSD lattice models; from the .pt2 beside the model, or --checkpoint)")
+    parser.add_argument("--checkpoint", type=Path, metavar="FILE",
+                        help="with --gradcam, the training checkpoint of the model to take the network from")
     parser.set_defaults(handler=run)
 
 
@@ -41,25 +57,89 @@ def run(args: argparse.Namespace) -> int:
 
     if args.n is not None and args.n < 1:
         raise UserError(f"n: must be a positive number of frames, got {args.n}")
+    doses = _doses(args)
+    if (args.gradcam and (args.report is None or doses)) or (args.checkpoint and not args.gradcam):
+        raise UserError("--gradcam needs --report DIR (and no dose study), and --checkpoint needs --gradcam")
+    if doses and args.blind:
+        raise UserError("--blind: the dose study uses the test materials; leave out --blind or the doses")
     try:
-        result = evaluate_model(args.model, blind=args.blind, frames=args.n)
-        if args.report is not None:
-            from diffstream.trainer.evaluation_report import write_report
+        if doses:
+            from diffstream.trainer.evaluation import evaluate_dose
+            from diffstream.trainer.evaluation_report import write_dose_report
 
-            result["report"] = write_report(result, load_for_evaluation(args.model), args.report)
+            result = evaluate_dose(args.model, doses, frames=args.n)
+            if args.report is not None:
+                result["report"] = write_dose_report(result, args.report)
+        else:
+            gradcam = _gradcam(args, load_for_evaluation(args.model)) if args.gradcam else None
+            result = evaluate_model(args.model, blind=args.blind, frames=args.n)
+            if args.report is not None:
+                from diffstream.trainer.evaluation_report import write_report
+
+                result["report"] = write_report(result, load_for_evaluation(args.model), args.report, gradcam)
     except (EvaluationError, ConfigError, ModelCardError) as error:
         raise UserError(str(error)) from None
     if args.json:
         print(json.dumps(result))
     else:
-        print(_summary(result))
+        print(_dose_table(result) if doses else _summary(result))
     return 0
+
+
+def _gradcam(args: argparse.Namespace, model: EvaluatedModel) -> GradCam:
+    """The network --gradcam asks for: --checkpoint's, else the .pt2 program beside the model."""
+    from diffstream.live.cli import UserError
+    from diffstream.trainer.gradcam import GradCamError, gradcam_from_checkpoint, gradcam_from_program
+    from diffstream.trainer.training import TrainingError
+
+    if model.card.kind != "ebsd":
+        raise UserError(f"--gradcam: {model.card.name} is not an EBSD lattice model (paper 1 Fig. 5)")
+    try:
+        gradcam = gradcam_from_checkpoint(args.checkpoint) if args.checkpoint else gradcam_from_program(model.path)
+    except (GradCamError, TrainingError) as error:
+        raise UserError(str(error)) from None
+    if gradcam.num_classes != len(model.card.classes):
+        raise UserError(f"--checkpoint: {args.checkpoint} has {gradcam.num_classes} classes, "
+                        f"{model.card.name} has {len(model.card.classes)}")
+    return gradcam
+
+
+def _doses(args: argparse.Namespace) -> tuple[float, ...]:
+    """The doses asked for (--doses, or --dose-sweep's defaults), or () for a plain evaluation."""
+    from diffstream.live.cli import UserError
+    from diffstream.trainer.evaluation import DEFAULT_DOSES
+
+    if args.doses is None:
+        return DEFAULT_DOSES if args.dose_sweep else ()
+    try:
+        doses = tuple(float(item) for item in args.doses.split(","))
+    except ValueError:
+        raise UserError(f"doses: expected comma-separated numbers such as 10,100,1000, got {args.doses!r}") from None
+    if min(doses) <= 0:
+        raise UserError(f"doses: electrons per pixel must be positive, got {args.doses!r}")
+    return doses
+
+
+def _dose_table(result: dict) -> str:
+    """One row per dose: accuracy and each oriented phase's median disorientation."""
+    rows = result["dose_sweep"]
+    phases = list(rows[0]["median_disorientation_deg"])
+    lines = [f"{result['model']} on {result['frames_per_material']} fresh test frames per material and dose "
+             f"(data seed {result['data_seed']})",
+             "  dose (e/px)  accuracy" + "".join(f"  {name + ' median':>12}" for name in phases)]
+    for row in rows:
+        angles = "".join(f"  {row['median_disorientation_deg'][name]:>11.1f}°" for name in phases)
+        lines.append(f"  {row['dose']:>11g}  {row['accuracy']:>8.4f}{angles}")
+    if "report" in result:
+        lines.append(f"  report: {', '.join(result['report']['files'])}")
+    return "\n".join(lines)
 
 
 def _summary(result: dict) -> str:
     """The headline figures; tables (confusion, per class) are in --json and --report."""
-    lines = [f"{result['model']} ({result['kind']}) on {result['frames']:,} fresh {result['split']} frames "
-             f"(data seed {result['data_seed']})"]
+    origin = (f"imported {result['split']} frames of {result['data_folder']}" if "data_folder" in result
+              else f"fresh {result['split']} frames (data seed {result['data_seed']})")
+    lines = [f"{result['model']} ({result['kind']}) on {result['frames']:,} {origin}"]
     if "accuracy" in result:
         lines.append(f"  accuracy: {result['accuracy']:.4f}")
         if "accuracy_without_ordered_superstructures" in result:

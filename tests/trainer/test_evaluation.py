@@ -4,6 +4,7 @@ must add up to the frames, the uint16 SPED graph must match torch, bad requests 
 one-line errors."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -17,13 +18,16 @@ from diffstream.engines.model_card import read_card
 from diffstream.trainer.config import load_config
 from diffstream.trainer.datasets import paper2_scores
 from diffstream.trainer.evaluation import (
+    EVALUATION_SEED_OFFSET,
     EvaluationError,
     euler_scores,
+    evaluate_dose,
     evaluate_model,
     load_for_evaluation,
     precision_recall,
+    simulate_split,
 )
-from diffstream.trainer.evaluation_report import write_report
+from diffstream.trainer.evaluation_report import write_dose_report, write_report
 from diffstream.trainer.export import ExportWrapper, export_checkpoint, onnx_session, run_onnx
 from diffstream.trainer.orientation import laue_operators, quaternions_to_matrices
 from diffstream.trainer.physics.sampling import random_quaternions
@@ -162,3 +166,43 @@ def test_shipped_sped_model_fits_the_simulator_and_is_listed() -> None:
     assert tuple(card["input_shape"]) == DEFAULT_SPED_GEOMETRY.shape  # detector-sim --kind 4dstem's frames
     assert [c["name"] for c in card["classes"]] == ["LiNiO2"] and card["classes"][0]["orientation"]
     assert 0 <= card["metrics"]["test"]["median_disorientation_deg"] <= 180
+
+
+def test_dose_changes_only_the_noise() -> None:
+    config = load_config(CONFIGS / "ebsd-lattice.toml", quick=True)
+    data = dataclasses.replace(config.data, test_patterns_per_phase=8)
+    low, high = simulate_split(data, "test", dose=5.0), simulate_split(data, "test", dose=5000.0)
+    assert np.array_equal(low.quaternions, high.quaternions) and np.array_equal(low.pc, high.pc)
+    assert np.array_equal(low.lattice, high.lattice)
+    # the gain follows the dose, so the mean level holds and only the shot noise grows
+    assert low.frames.mean() == pytest.approx(high.frames.mean(), rel=0.05)
+    assert low.frames.std() > 1.5 * high.frames.std()
+
+
+def test_dose_sweep(lattice_model: Path, tmp_path: Path) -> None:
+    result = evaluate_dose(lattice_model, (5.0, 5000.0), frames=4)
+    assert result["data_seed"] == 1 + EVALUATION_SEED_OFFSET and result["frames_per_material"] == 4
+    assert [row["dose"] for row in result["dose_sweep"]] == [5.0, 5000.0]
+    for row in result["dose_sweep"]:
+        assert row["frames"] == 12 and 0 <= row["accuracy"] <= 1
+        assert set(row["median_disorientation_deg"]) == {"Ni", "Fe", "Ti"}
+        assert all(0 <= angle <= 180 for angle in row["median_disorientation_deg"].values())
+    report = write_dose_report(result, tmp_path)
+    assert report["files"] == ["dose.png"] and (tmp_path / "dose.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((tmp_path / "metrics.json").read_text())["dose_sweep"] == result["dose_sweep"]
+    with pytest.raises(EvaluationError, match="positive electrons per pixel"):
+        evaluate_dose(lattice_model, (0.0, 10.0), frames=4)
+
+
+def test_dose_cli(lattice_model: Path, sped_model: tuple[Path, Path]) -> None:
+    done = run_diffstream("evaluate", "--model", str(lattice_model), "--doses", "20,2000", "--n", "2")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "accuracy" in lines[1] and [line.split()[0] for line in lines[2:4]] == ["20", "2000"]
+    for argv, message in ((["--model", str(lattice_model), "--doses", "ten"], "doses: expected comma-separated"),
+                          (["--model", str(lattice_model), "--doses", "-5"], "must be positive"),
+                          (["--model", str(lattice_model), "--dose-sweep", "--blind"], "--blind: the dose study"),
+                          (["--model", str(sped_model[0]), "--dose-sweep"], "for EBSD lattice models")):
+        done = run_diffstream("evaluate", *argv, "--n", "2")
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert done.stderr.startswith("diffstream: error: ") and message in done.stderr

@@ -2,10 +2,12 @@
 
 The numpy side of the trainer: materials and classes (``lattices``), cameras and empty
 frames (``cameras``), one shard (``synthesis``), cached splits (``store``) and scores
-(``scoring``); 4D-STEM (SPED) shards for paper 2's task
-(``sped_synthesis``). Generation is numpy and numba on the CPU (the numpy projector), cached on
-disk, so a GPU never waits on it and any machine can make the same data.
+(``scoring``), training sets imported from the user's own indexed scans (``labelled``);
+4D-STEM (SPED) shards for paper 2's task (``sped_synthesis``). Generation is numpy and
+numba on the CPU (the numpy projector), cached on disk, so a GPU never waits on it and any
+machine can make the same data.
 """
+from .labelled import LabelledDataError, import_labelled
 from .lattices import (
     DEMO_PHASES,
     HOLOHEDRY,
@@ -26,14 +28,17 @@ from .store import (
     class_names,
     dataset_cache_root,
     load_split,
+    read_split,
     sped_split_sizes,
     split_spec,
+    write_split,
 )
 from .synthesis import Shard, ShardPlan, synthesize_shard
 
 __all__ = [
     "DEMO_PHASES",
     "HOLOHEDRY",
+    "LabelledDataError",
     "LATTICES",
     "ORDERED_SUPERSTRUCTURES",
     "SPED_SPLIT",
@@ -47,12 +52,15 @@ __all__ = [
     "class_counts",
     "class_names",
     "dataset_cache_root",
+    "import_labelled",
     "lattice_index",
     "load_split",
     "paper2_scores",
+    "read_split",
     "score",
     "sped_split_sizes",
     "split_spec",
     "synthesize_shard",
     "training_materials",
+    "write_split",
 ]

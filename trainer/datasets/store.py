@@ -235,8 +235,42 @@ def build_split(data: DataConfig, split: str, progress: bool = True) -> Path:
 
 
 def load_split(data: DataConfig, split: str, progress: bool = True) -> Shard:
-    """All frames and labels of a split in memory, generated first if not cached."""
-    folder = build_split(data, split, progress)
+    """All frames and labels of a split in memory: generated first if not cached, or, for
+    ``data.source = "folder"``, the split a user imported there (``write_split``)."""
+    if data.source == "folder":
+        return _load_imported(data, split)
+    return read_split(build_split(data, split, progress))
+
+
+def _load_imported(data: DataConfig, split: str) -> Shard:
+    folder = Path(data.folder) / split
+    if not (folder / "manifest.json").is_file():
+        raise ConfigError(f"data.folder: {folder} holds no imported {split!r} split (`diffstream dataset import` "
+                          f"writes train, val and test)")
+    shard = read_split(folder)
+    if shard.frames.shape[1:] != tuple(data.frame_shape):
+        raise ConfigError(f"data.folder: {folder} holds {shard.frames.shape[1]}×{shard.frames.shape[2]} frames, "
+                          f"the config's frame_shape is {data.frame_shape[0]}×{data.frame_shape[1]}")
+    return shard
+
+
+def write_split(folder: Path, shard: Shard, shard_size: int, source: dict) -> Path:
+    """Write ``shard`` as a split folder in the cache's format (shards of ``shard_size``
+    frames, then the manifest, which records ``source``), so ``read_split`` reads it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names, sizes = [], []
+    for index, first in enumerate(range(0, max(len(shard), 1), shard_size)):
+        part = Shard(**{key: value[first:first + shard_size] for key, value in shard.arrays().items()})
+        names.append(f"shard-{index:05d}.npz")
+        sizes.append(len(part))
+        _write_atomic(folder / names[-1], part)
+    record = {"split": {"name": folder.name, "source": source}, "shards": names, "sizes": sizes}
+    _write_text_atomic(folder / "manifest.json", json.dumps(record, indent=1))
+    return folder
+
+
+def read_split(folder: Path) -> Shard:
+    """All shards of a split folder (its manifest's list), concatenated."""
     record = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     parts = []
     for name in record["shards"]:

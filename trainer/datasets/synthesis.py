@@ -6,6 +6,7 @@ shards can be made in parallel or resumed.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +44,9 @@ class ShardPlan:
     seed: tuple[int, ...]
     classes: tuple[int, ...]
     """Class index of each of ``phases`` (its lattice, or ordered/disordered)."""
+    dose: float | None = None
+    """Electrons per pixel for every camera instead of the drawn dose, the gain raised to
+    keep the mean level (the dose study of ``evaluation.evaluate_dose``); None: as drawn."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,8 @@ def synthesize_shard(plan: ShardPlan, masters: dict[str, MasterPattern]) -> Shar
     for block in range(0, len(order), CAMERA_BLOCK):
         rows = order[block : block + CAMERA_BLOCK]
         params = demo_camera() if plan.cameras == "demo" else random_camera(rng, plan.high_res_fraction)
+        if plan.dose is not None:
+            params = dataclasses.replace(params, dose=plan.dose, gain=params.gain * params.dose / plan.dose)
         frames[rows] = Detector(params, seed=int(rng.integers(2**31))).acquire(clean[rows], rng=rng)
     frames[n_usable + n_empty :] = noise_frames(n_noise, plan.geometry.shape, rng)
     labels = dict(zip(plan.phases, plan.classes))
