@@ -25,7 +25,7 @@ import zmq
 
 from diffstream.engines import create_engine
 from diffstream.engines.batch_fallback import BatchFallback, OutOfDeviceMemory
-from diffstream.live.pipeline import LivePipeline
+from diffstream.live.pipeline import LivePipeline, ScanReport
 from diffstream.live.protocol import ScanEnd, ScanStart, encode_frame, encode_scan_end, encode_scan_start
 from diffstream.live.receiver import Receiver
 from fixture_model import build_fixture_model, frame_of_class
@@ -71,6 +71,18 @@ def replay(path: Path, port: int, *args: str) -> subprocess.Popen:
             return process
     process.wait(TIMEOUT)
     raise AssertionError("".join(lines))
+
+
+def map_replay(pipeline: LivePipeline, path: Path, port: int, *args: str) -> ScanReport:
+    """Serve ``path`` with ``diffstream replay`` on ``port`` and map its one scan with ``pipeline``."""
+    server = replay(path, port, *args)
+    try:
+        (report,) = pipeline.run()
+        assert server.wait(TIMEOUT) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+    return report
 
 
 def run_in_thread(pipeline: LivePipeline) -> threading.Thread:
@@ -183,13 +195,7 @@ def test_an_engine_slower_than_the_stream_drops_and_counts_frames_and_never_queu
     receiver = Receiver(f"tcp://127.0.0.1:{port}", batch_size=4, n_slots=2, max_wait_s=0.01)
     pipeline = LivePipeline(receiver, SlowEngine(create_engine(fixture_path), 0.05), model_name="fixture",
                             out_dir=tmp_path)
-    server = replay(path, port, "--rate", "0")
-    try:
-        (report,) = pipeline.run()
-        assert server.wait(TIMEOUT) == 0
-    finally:
-        if server.poll() is None:
-            server.kill()
+    report = map_replay(pipeline, path, port, "--rate", "0")
     stats = receiver.stats()
     summary = report.summary
     assert summary["ended_by"] == "scan_end" and stats.frames_received == classes.size  # all came off the wire
@@ -223,13 +229,7 @@ def test_a_device_out_of_memory_runs_smaller_batches_and_maps_every_frame(record
     device = SmallDevice(create_engine(fixture_path), limit=20)
     receiver = Receiver(f"tcp://127.0.0.1:{port}", batch_size=64, max_wait_s=0.01, socket_type="pull")
     pipeline = LivePipeline(receiver, BatchFallback(device), model_name="fixture", out_dir=tmp_path)
-    server = replay(path, port, "--rate", "0", "--push")
-    try:
-        (report,) = pipeline.run()
-        assert server.wait(TIMEOUT) == 0
-    finally:
-        if server.poll() is None:
-            server.kill()
+    report = map_replay(pipeline, path, port, "--rate", "0", "--push")
     assert report.summary["ended_by"] == "scan_end"
     assert report.summary["frames_received"] == classes.size and report.summary["frames_dropped"] == 0
     assert device.largest <= 20 < 64

@@ -17,7 +17,11 @@ LIVE_MODULES = (
     "diffstream.live.live_bench",
     "diffstream.live.commands.live",
     "diffstream.live.commands.demo",
+    "diffstream.live.commands.gui",
     "diffstream.engines.onnxruntime_engine",
+    "diffstream.engines.registry",
+    "diffstream.gui.map_window",
+    "diffstream.gui.session",
 )
 
 
