@@ -2,9 +2,10 @@
 
 Colours come from :mod:`diffstream.live.map_images`, so the window and the PNG files agree.
 :class:`MapColours` keeps all three images between paints, with the result each point was
-coloured with, and recolours only the points whose result changed within the rows the caller
-says changed (the window knows them from the frame cache), so a paint costs what changed, not
-the map: at 2048×2048 comparing the whole map would take 20-30 ms a paint.
+coloured with (so it holds a copy of the map, which the window reads instead of the assembler's),
+and recolours only the points whose result changed within the rows it is given (the window gets
+those rows from the assembler, knowing from the frame cache which changed), so a paint costs
+what changed, not the map: at 2048×2048 comparing the whole map would take 20-30 ms a paint.
 
 IPF colouring is the expensive part: orix takes about 90 ms for a whole 200×200 map and 390 ms
 for a 500×500 one, about 2 µs a point plus 5-15 ms a call whatever its size (a call per Laue
@@ -25,7 +26,7 @@ import numpy as np
 from matplotlib import colormaps
 
 from diffstream.engines.model_card import ModelClass
-from diffstream.live.map_assembler import NOT_INDEXED, NOT_RECEIVED, MapSnapshot
+from diffstream.live.map_assembler import NOT_INDEXED, NOT_RECEIVED, MapRows, MapSnapshot
 from diffstream.live.map_images import (
     NO_ORIENTATION_RGB,
     NOT_INDEXED_RGB,
@@ -67,8 +68,8 @@ def to_uint8(rgb: np.ndarray) -> np.ndarray:
 
 
 class MapColours:
-    """Phase, IPF (along sample ``direction``: x, y or z) and confidence images of the latest
-    snapshot given to :meth:`update`.
+    """Phase, IPF (along sample ``direction``: x, y or z) and confidence images of the map as
+    given to :meth:`update` (a snapshot) and :meth:`update_rows` (the rows that changed).
 
     ``phase``, ``ipf`` and ``confidence`` are (rows, cols, 3) uint8 arrays, updated in place
     (and replaced when the scan shape changes); None before the first update. IPF colours of
@@ -120,24 +121,30 @@ class MapColours:
         return int(np.count_nonzero(self._pending[slice(*self._pending_rows)]))
 
     def update(self, snapshot: MapSnapshot, rows: tuple[int, int] = ALL_ROWS) -> Rows:
-        """Recolour the points of ``snapshot`` within ``rows`` (first, stop) that changed: phase and
-        confidence now, IPF marked pending for :meth:`colour_ipf`; returns the rows that changed.
+        """Recolour the points of ``snapshot`` within ``rows`` (first, stop) that changed, as
+        :meth:`update_rows` does; a snapshot of another shape (a new scan) is coloured whole."""
+        if self._coloured is None or self._coloured.scan_shape != snapshot.scan_shape:
+            rows = ALL_ROWS
+        return self.update_rows(snapshot.rows(*rows))
+
+    def update_rows(self, part: MapRows) -> Rows:
+        """Recolour the points of ``part``'s rows that changed: phase and confidence now, IPF
+        marked pending for :meth:`colour_ipf`; returns the rows that changed.
 
         A point has changed when its class code, confidence or quaternion differ from those
         it was last coloured with, so a caller that knows where the map changed (the window,
         from the frame cache) passes those rows and the cost follows the change, not the map;
-        a point outside ``rows`` that changed is coloured by a later call that covers it. A
-        snapshot of another shape (a new scan) starts all images afresh.
+        a point outside them that changed is coloured by a later call that covers it. Rows of
+        a map of another shape (a new scan) start all images afresh, as an empty map, so the
+        first rows given then should be the whole map (``part.whole``).
         """
-        if self._coloured is None or self._coloured.scan_shape != snapshot.scan_shape:
-            self._reset(snapshot.scan_shape)
-            rows = ALL_ROWS
-        lines = slice(*rows)
-        new_codes, new_confidence = snapshot.class_id[lines], snapshot.confidence[lines]
-        new_quaternions = snapshot.quaternions[lines]
+        if self._coloured is None or self._coloured.scan_shape != part.scan_shape:
+            self._reset(part.scan_shape)
+        lines = slice(part.first_row, part.stop_row)
+        new_codes, new_confidence = part.class_id, part.confidence
         old = self._coloured
         # Quaternions compared bit for bit as two uint64 per point: 0.3 ms instead of 3.5 ms at 500×500.
-        now = new_quaternions.view(np.uint64)
+        now = part.quaternions.view(np.uint64)
         before = old.quaternions[lines].view(np.uint64)
         # Only a result's quaternions count: unreceived and unindexed points all hold the identity.
         changed = ((new_codes != old.class_id[lines]) | (new_confidence != old.confidence[lines])
@@ -145,13 +152,15 @@ class MapColours:
         rows_here, cols = np.nonzero(changed)
         codes_here = new_codes[rows_here, cols]
         confidence_here = new_confidence[rows_here, cols]
-        rows_here = rows_here + (lines.start or 0)
+        quaternions_here = part.quaternions[rows_here, cols]
+        rows_here = rows_here + part.first_row
         was = old.class_id[rows_here, cols]
         self.received_points += int(np.count_nonzero(codes_here != NOT_RECEIVED))
         self.received_points -= int(np.count_nonzero(was != NOT_RECEIVED))
         old.class_id[rows_here, cols] = codes_here
         old.confidence[rows_here, cols] = confidence_here
-        old.quaternions[rows_here, cols] = snapshot.quaternions[rows_here, cols]
+        old.quaternions[rows_here, cols] = quaternions_here
+        old.received[rows_here, cols] = codes_here != NOT_RECEIVED
         codes = codes_here.astype(np.intp) + _OFFSET
         self.phase[rows_here, cols] = self.phase_lut[codes]
         levels = np.clip(confidence_here * 255.0 + 0.5, 0, 255).astype(np.uint8)
@@ -162,6 +171,24 @@ class MapColours:
         self._pending[rows_here, cols] = oriented
         self._pending_rows = merge_spans(self._pending_rows, row_span(rows_here[oriented]))
         return row_span(rows_here)
+
+    def view(self, counts: MapRows) -> MapSnapshot | None:
+        """The map as coloured, with the whole-map counts of ``counts``, as a read-only
+        :class:`MapSnapshot` of views (None before the first update): what the window's readout,
+        hover, status bar and legend read, since these arrays hold the map and a copy of the
+        assembler's would cost 88 MB at 2048×2048. Unlike the assembler's, it changes with each
+        update, and its quaternions are zero, not the identity, where nothing was received.
+        """
+        coloured = self._coloured
+        if coloured is None:
+            return None
+        arrays = [array.view() for array in (coloured.class_id, coloured.confidence, coloured.quaternions,
+                                             coloured.received)]
+        for array in arrays:
+            array.flags.writeable = False
+        return MapSnapshot(class_id=arrays[0], confidence=arrays[1], quaternions=arrays[2], received=arrays[3],
+                           n_received=counts.n_received, class_fractions=counts.class_fractions,
+                           class_names=counts.class_names)
 
     def colour_ipf(self) -> Rows:
         """IPF-colour up to ``ipf_points_per_call`` pending points of one Laue group, the groups
@@ -245,7 +272,7 @@ class MapColours:
         self.received_points = 0
         # Zeros cost nothing until written (the kernel maps pages lazily): 64 MB of quaternions at 2048×2048.
         self._coloured = _Coloured(np.full(shape, NOT_RECEIVED, dtype=np.int16), np.zeros(shape, dtype=np.float32),
-                                   np.zeros((*shape, 4), dtype=np.float32))
+                                   np.zeros((*shape, 4), dtype=np.float32), np.zeros(shape, dtype=bool))
 
 
 def _filled(shape: tuple[int, int], rgb: np.ndarray) -> np.ndarray:
@@ -269,11 +296,13 @@ class _IpfJob:
 
 @dataclass
 class _Coloured:
-    """The class code, confidence and quaternion each image point was last coloured with."""
+    """The class code, confidence and quaternion each image point was last coloured with, and
+    whether it was received: the window's copy of the map."""
 
     class_id: np.ndarray
     confidence: np.ndarray
     quaternions: np.ndarray
+    received: np.ndarray
 
     @property
     def scan_shape(self) -> tuple[int, int]:

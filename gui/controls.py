@@ -15,7 +15,7 @@ OPEN_MODEL = "open file…"
 
 
 class ControlBar(QToolBar):
-    """URL, model, engine, start/stop, record, replay, save, pause painting, IPF direction, overlay."""
+    """URL, model, engine, start/stop, record, replay, save, pause painting, IPF direction, overlay, Grad-CAM."""
 
     def __init__(self, models: list[str], engines: list[str], parent: QWidget | None = None) -> None:
         super().__init__("controls", parent)
@@ -39,6 +39,8 @@ class ControlBar(QToolBar):
         self.direction.addItems(["IPF-X", "IPF-Y", "IPF-Z"])
         self.direction.setCurrentText("IPF-Z")
         self.overlay = QCheckBox("confidence as brightness")
+        self.gradcam = QCheckBox("Grad-CAM")
+        self.offer_gradcam(False, "Grad-CAM: no model is loaded yet")
         for label, widget in (("URL ", self.url), (" model ", self.model), (" engine ", self.engine)):
             self.addWidget(QLabel(label))
             self.addWidget(widget)
@@ -47,11 +49,20 @@ class ControlBar(QToolBar):
         self.addSeparator()
         self.addWidget(self.direction)
         self.addWidget(self.overlay)
+        self.addWidget(self.gradcam)
 
     @property
     def ipf_direction(self) -> str:
         """x, y or z."""
         return self.direction.currentText()[-1].lower()
+
+    def offer_gradcam(self, offered: bool, reason: str) -> None:
+        """Enable the Grad-CAM box where the model offers it; else untick and disable it, with
+        ``reason`` (also the tool tip when offered) saying why."""
+        if not offered:
+            self.gradcam.setChecked(False)
+        self.gradcam.setEnabled(offered)
+        self.gradcam.setToolTip(reason)
 
     def add_model(self, path: str) -> None:
         """Put a model file chosen by the user in the picker (before "open file…") and select it."""

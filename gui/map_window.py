@@ -1,19 +1,23 @@
 """The live map window: phase, IPF and confidence maps side by side, growing as the scan runs,
 the current pattern beside them, and the controls that choose what is mapped.
 
-The window never hears from the pipeline's threads. A helper thread (:mod:`.snapshot_feed`)
-takes ``pipeline.snapshot()`` and ``pipeline.receiver_stats()`` at most 30 times a second; a
-``QTimer`` in the GUI thread paints the newest, recolouring only the rows where points were
-mapped since the last paint (:mod:`.colouring`, IPF colours from a worker thread), and each map
-panel re-renders only the bands of rows that changed (:class:`.panels.MapPanel`). The same
-timer is what lets Python run signal handlers (Ctrl-C) while Qt's event loop holds the main
+The window never hears from the pipeline's threads, and keeps its own copy of the map (the
+colouring's, :meth:`.colouring.MapColours.view`, which hover, readout, status and legend read).
+A helper thread (:mod:`.snapshot_feed`) takes ``pipeline.snapshot_rows()`` of the rows mapped
+since the last paint, the whole map only for a new colouring, and ``pipeline.receiver_stats()``
+at most 30 times a second; a ``QTimer`` in the GUI thread paints the newest, recolouring the
+points of those rows that changed (:mod:`.colouring`, IPF colours from a worker thread), and
+each map panel re-renders only the bands of rows that changed (:class:`.panels.MapPanel`). The
+same timer is what lets Python run signal handlers (Ctrl-C) while Qt's event loop holds the main
 thread. ``diffstream bench gui`` measures the result at 20,000 frames/s into a 2048×2048 map.
 
 Measured with ``diffstream bench gui`` on the shared 2-core development CPU (20,000 frames/s
-into 2048×2048, 20 s): event-loop delay p50 0.2 ms, p99 27-44 ms over two runs (load 2.0-4.4),
-paint p50 0.4-0.6 ms; 10 s runs, where the first paint of the scan (building 2048×2048 images,
-up to 0.9 s) weighs more, gave p99 37-77 ms. With the snapshot, a whole-map comparison and orix
-in the GUI thread the p99 was 510 ms.
+into 2048×2048, 20 s, load 1.3-2.4): event-loop delay p50 0.2-6.7 ms, p99 36-60 ms, max
+0.42-0.55 s (the first paint of the scan, building 2048×2048 images) over four runs, paint p50
+2-6 ms, a poll 0.2 ms at p50 and 5-9 ms at p99; copying the whole map at each poll instead gave,
+in the same conditions (two runs), p99 49-57 ms, max 0.29-0.84 s, polls of 19-22 ms at p50 and
+0.24-0.48 s at p99, and 3-8 times as many frames dropped for backpressure. With the snapshot,
+a whole-map comparison and orix in the GUI thread the p99 was 510 ms.
 """
 from __future__ import annotations
 
@@ -28,12 +32,12 @@ from PySide6.QtWidgets import QFileDialog, QGridLayout, QHBoxLayout, QLabel, QMa
 
 from diffstream.engines import BACKENDS, shipped_models
 from diffstream.live.commands.live import DEFAULT_MODEL
-from diffstream.live.frame_cache import EVERYTHING
-from diffstream.live.map_assembler import NOT_RECEIVED, MapSnapshot
+from diffstream.live.map_assembler import NOT_RECEIVED, MapRows, MapSnapshot
 
 from .colour_keys import ipf_keys
 from .colouring import MapColours, Rows, merge_spans
 from .controls import OPEN_MODEL, ControlBar, choose
+from .gradcam_overlay import gradcam_offer
 from .panels import IpfKeyStrip, MapPanel, PhaseLegend, add_confidence_bar
 from .pattern_panel import PatternPanel
 from .session import Session, SessionError, SessionSettings, default_recording
@@ -72,6 +76,7 @@ class MapWindow(QMainWindow):
         self.confidence_panel = MapPanel("confidence")
         add_confidence_bar(self.confidence_panel)
         self.pattern_panel = PatternPanel()
+        self.closed.connect(self.pattern_panel.gradcam.close)
         self.readout = QLabel()
         self.keys = QWidget()
         self._keys_row = QHBoxLayout(self.keys)
@@ -97,6 +102,7 @@ class MapWindow(QMainWindow):
         self.class_names: tuple[str, ...] = ()
         self.oriented: tuple[bool, ...] = ()
         self.snapshot: MapSnapshot | None = None
+        """The map on screen: the colouring's own copy (:meth:`MapColours.view`) with the newest counts."""
         self._generation = 0
         self._scan_id: str | None = None
         self._marked: str | None = None
@@ -178,6 +184,7 @@ class MapWindow(QMainWindow):
                                                                   folder=True))
         controls.direction.currentTextChanged.connect(lambda _: self._recolour())
         controls.overlay.toggled.connect(lambda _: self._repaint_all())
+        controls.gradcam.toggled.connect(lambda shown: self.pattern_panel.gradcam.set_shown(shown))
 
     def _model_chosen(self, index: int) -> None:
         if self.controls.model.itemText(index) == OPEN_MODEL:
@@ -218,7 +225,7 @@ class MapWindow(QMainWindow):
             self._scan_id = stats.scan_id
             self._recolour()
         if not paused:
-            self._paint_maps(poll.snapshot, changed)
+            self._paint_maps(poll.rows, changed)
             if changed is None and self._scan_id != self._marked and self._scan_ended():
                 self._marked = self._scan_id
                 self._show_maps(self.colours.mark_missing(), ipf=True)
@@ -230,21 +237,23 @@ class MapWindow(QMainWindow):
         if finished and self.screenshot is not None:
             self._take_screenshot()
 
-    def _paint_maps(self, snapshot: MapSnapshot | None, changed: tuple[int, int] | None) -> None:
-        """Recolour the rows of the scan indices mapped since the last paint (``changed``, from
-        the frame cache), all of them for a new scan or colouring."""
-        self.snapshot = snapshot or self.snapshot
-        shown = self.snapshot
-        if shown is None:
+    def _paint_maps(self, part: MapRows | None, changed: tuple[int, int] | None) -> None:
+        """Recolour from the feed's rows (``part``) when scan indices were mapped since the last
+        paint (``changed``, from the frame cache). A new colouring (a new scan or IPF direction)
+        starts from a poll of the whole map, which it asks the feed for and waits."""
+        if part is None or self.colours is None:
             return
-        if self.colours.phase is None or self.colours.phase.shape[:2] != shown.scan_shape:
-            changed = EVERYTHING
-        rows: Rows = None
-        if changed is not None:
-            cols = shown.scan_shape[1]
-            rows = self.colours.update(shown, (changed[0] // cols, (changed[1] - 1) // cols + 1))
+        colours = self.colours
+        fresh = colours.phase is None or colours.phase.shape[:2] != part.scan_shape
+        if fresh and not part.whole:
+            self.feed.request_full()
+            return
+        recolour = changed is not None or fresh
+        rows: Rows = colours.update_rows(part) if recolour else None
+        self.snapshot = colours.view(part)
+        if recolour:
             self._show_maps(rows, ipf=False)
-            self.legend.set_shares(shown, ended=self._marked == self._scan_id)
+            self.legend.set_shares(self.snapshot, ended=self._marked == self._scan_id)
             self._hover(*self._hover_at)
         if self.colours.pending:
             rows = merge_spans(rows, self.colours.colour_ipf())
@@ -294,6 +303,13 @@ class MapWindow(QMainWindow):
         self.controls.add_model(self.session.pipeline.model_name)
         if not self.controls.url.text():
             self.controls.url.setText(self.session.pipeline.receiver.url)
+        self._offer_gradcam()
+
+    def _offer_gradcam(self) -> None:
+        """Enable the Grad-CAM box where the model ships its torch program and torch is installed."""
+        model, reason = gradcam_offer(self.session.pipeline.model_name)
+        self.controls.offer_gradcam(model is not None, reason)
+        self.pattern_panel.gradcam.set_model(model)
 
     def _take_screenshot(self) -> None:
         """Finish the IPF colours, save the whole window as ``screenshot`` and close."""

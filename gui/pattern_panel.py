@@ -1,5 +1,6 @@
 """The window's current-pattern panel: the latest frame the pipeline mapped, or the frame of the
-point under the mouse (or pinned by a click), with its class, confidence and orientation."""
+point under the mouse (or pinned by a click), with its class, confidence and orientation, and
+its Grad-CAM over it when the user asks and the model offers it (:mod:`.gradcam_overlay`)."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,6 +8,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
+from .gradcam_overlay import GradCamOverlay
 from .panels import BACKGROUND
 
 
@@ -31,7 +33,12 @@ class PatternPanel(QWidget):
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addWidget(self.heading)
         layout.addWidget(self.graphics, stretch=1)
+        self.gradcam_note = QLabel()
+        self.gradcam_note.setWordWrap(True)
+        self.gradcam_note.setAlignment(Qt.AlignmentFlag.AlignHCenter)
         layout.addWidget(self.caption)
+        layout.addWidget(self.gradcam_note)
+        self.gradcam = GradCamOverlay(self.view, self.gradcam_note)
         self._shape: tuple[int, int] | None = None
 
     @property
@@ -42,6 +49,7 @@ class PatternPanel(QWidget):
     def show_frame(self, heading: str, frame: np.ndarray | None, caption: str) -> None:
         self.heading.setText(f"<b>{heading}</b>")
         self.caption.setText(caption)
+        self.gradcam.follow(frame)
         if frame is None:
             self.image_item.clear()
             return

@@ -21,7 +21,7 @@ from diffstream.engines import Engine
 
 from .decoder import decode_outputs
 from .frame_cache import FrameCache
-from .map_assembler import MapAssembler, MapSnapshot
+from .map_assembler import MapAssembler, MapRows, MapSnapshot
 from .map_outputs import scan_summary, write_scan_outputs
 from .protocol import ScanStart
 from .receiver import Receiver, ReceiverStats, ScanFinished, ScanStarted
@@ -112,6 +112,13 @@ class LivePipeline:
         with self._scan_lock:
             scan = self._scan or self._finished
         return None if scan is None else scan.assembler.snapshot()
+
+    def snapshot_rows(self, first: int, stop: int) -> MapRows | None:
+        """Rows ``first … stop - 1`` of the map :meth:`snapshot` would give, with its whole-map
+        counts: a painter that keeps its own copy updates it from the rows that changed."""
+        with self._scan_lock:
+            scan = self._scan or self._finished
+        return None if scan is None else scan.assembler.snapshot_rows(first, stop)
 
     def save(self, folder: Path) -> dict[str, Path]:
         """Write the scan in progress (as it stands) or the last finished one into ``folder``.

@@ -19,6 +19,7 @@ Two sources of the network:
 """
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,8 @@ class GradCam:
         self.num_classes = int(num_classes)
         self.input_dtype = input_dtype
         self._captured: dict[str, torch.Tensor] = {}
+        # The hooks hand tensors over through ``_captured``: one forward pass at a time.
+        self._lock = threading.Lock()
         modules[layer].register_forward_hook(self._capture_features)
         modules[backbone_path].register_forward_hook(self._capture_logits)
 
@@ -97,7 +100,7 @@ class GradCam:
         x = torch.from_numpy(np.ascontiguousarray(frames))
         if self.input_dtype is not None:
             x = x.to(self.input_dtype)
-        with torch.enable_grad():
+        with self._lock, torch.enable_grad():
             self.module(x)
             features, logits = self._captured.pop("features"), self._captured.pop("logits")
             chosen = logits.argmax(dim=1) if targets is None else torch.from_numpy(targets.copy())

@@ -14,7 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import shiboken6
 
+from diffstream.gui.map_window import MapWindow
+from diffstream.gui.session import Session
 from fixture_model import build_fixture_model
 from fixture_stream import FRAME, SCAN, Publisher, scan_classes
 
@@ -48,3 +51,22 @@ def publisher() -> Publisher:
     server = Publisher()
     yield server
     server.close()
+
+
+@pytest.fixture
+def window(qapp):
+    """The live window on a session of its own, shown offscreen, deleted in the GUI thread afterwards."""
+    session = Session()
+    window = MapWindow(session, title="diffstream test")
+    window.show()
+    yield window
+    window.close()
+    session.close()
+    shiboken6.delete(window)  # in the GUI thread, as run_window does
+
+
+def start(window: MapWindow, url: str, model: str) -> None:
+    """Map ``url`` with ``model`` through the window's own controls."""
+    window.controls.url.setText(url)
+    window.controls.add_model(model)
+    window.controls.start.trigger()

@@ -127,3 +127,47 @@ def test_rows_outside_the_span_given_are_left_for_a_later_update():
     assert (colours.phase[0] == to_uint8(NOT_RECEIVED_RGB)).all()
     assert colours.update(assembler.snapshot()) == (0, 3) and colours.received_points == 3 * SHAPE[1]
     assert np.array_equal(colours.phase, png_images(assembler)[0])
+
+
+def test_colouring_from_rows_snapshots_keeps_a_copy_of_the_map_equal_to_the_assembler():
+    """The window's data flow: a whole snapshot first, then only the rows of each batch; the
+    colouring's own arrays (its view) then hold the map, and the images match whole-map colouring."""
+    rng = np.random.default_rng(9)
+    assembler = MapAssembler(SHAPE, CLASSES)
+    place_random(assembler, rng.permutation(SHAPE[0] * SHAPE[1])[:100], rng)
+    cols = SHAPE[1]
+    from_rows, from_whole = MapColours(CLASSES), MapColours(CLASSES)
+    assert from_rows.view(assembler.snapshot_rows(0, 0)) is None
+    assert from_rows.update_rows(assembler.snapshot_rows()) is not None
+    for _ in range(6):
+        indices = rng.integers(0, SHAPE[0] * cols, 80)
+        place_random(assembler, indices, rng)
+        part = assembler.snapshot_rows(int(indices.min()) // cols, int(indices.max()) // cols + 1)
+        from_rows.update_rows(part)
+        whole = assembler.snapshot()
+        from_whole.update(whole)
+        shown = from_rows.view(part)
+        np.testing.assert_array_equal(shown.class_id, whole.class_id)
+        np.testing.assert_array_equal(shown.confidence, whole.confidence)
+        np.testing.assert_array_equal(shown.received, whole.received)
+        np.testing.assert_array_equal(shown.quaternions[whole.received], whole.quaternions[whole.received])
+        assert (shown.n_received, shown.class_fractions) == (whole.n_received, whole.class_fractions)
+        assert from_rows.received_points == whole.n_received
+        assert not shown.class_id.flags.writeable
+    from_rows.finish_ipf()
+    from_whole.finish_ipf()
+    for image in ("phase", "ipf", "confidence"):
+        assert np.array_equal(getattr(from_rows, image), getattr(from_whole, image)), image
+
+
+def test_rows_of_a_map_of_another_shape_start_the_images_afresh():
+    rng = np.random.default_rng(10)
+    colours = MapColours(CLASSES)
+    old = MapAssembler(SHAPE, CLASSES)
+    place_random(old, np.arange(SHAPE[0] * SHAPE[1]), rng)
+    colours.update_rows(old.snapshot_rows())
+    new = MapAssembler((4, 5), CLASSES)
+    place_random(new, np.arange(5, 10), rng)  # row 1
+    assert colours.update_rows(new.snapshot_rows(1, 2)) == (1, 2)
+    assert colours.phase.shape == (4, 5, 3) and colours.received_points == 5
+    assert (colours.phase[[0, 2, 3]] == to_uint8(NOT_RECEIVED_RGB)).all()

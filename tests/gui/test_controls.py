@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
-import shiboken6
 from orix import io as orix_io
 from PySide6.QtCore import QPointF
 
@@ -14,30 +12,16 @@ from diffstream.gui.colouring import to_uint8
 from diffstream.gui.controls import OPEN_MODEL
 from diffstream.gui.map_window import MapWindow
 from diffstream.gui.panels import MapPanel
-from diffstream.gui.session import Session
 from diffstream.live.commands.demo import free_tcp_port
 from diffstream.live.map_images import class_point_groups, ipf_colours
 from fixture_model import CLASSES, frame_of_class
+
+from .conftest import start
 
 NAMES = [c.name for c in CLASSES]
 WAIT_MS = 20_000
 
 
-@pytest.fixture
-def window(qapp):
-    session = Session()
-    window = MapWindow(session, title="diffstream test")
-    window.show()
-    yield window
-    window.close()
-    session.close()
-    shiboken6.delete(window)  # in the GUI thread, as run_window does
-
-
-def start(window: MapWindow, url: str, model: str) -> None:
-    window.controls.url.setText(url)
-    window.controls.add_model(model)
-    window.controls.start.trigger()
 
 
 def hover(panel: MapPanel, row: int, col: int) -> None:

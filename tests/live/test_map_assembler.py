@@ -124,6 +124,53 @@ def test_snapshot_is_a_read_only_copy():
         before.class_id[0, 0] = 1
 
 
+def test_rows_snapshots_equal_those_rows_of_a_whole_snapshot_with_the_whole_counts():
+    """Property-style: after each of several random batches (repeats, NaN usable scores), any
+    span of rows copied alone equals the same rows of a whole snapshot, counts included."""
+    shape = (13, 9)
+    assembler = MapAssembler(shape, CLASSES)
+    rng = np.random.default_rng(11)
+    for seed in range(8):
+        indices = rng.integers(0, shape[0] * shape[1], rng.integers(1, 60))
+        usable = rng.random(indices.size).astype(np.float32)
+        usable[rng.random(indices.size) < 0.1] = np.nan
+        batch, _ = _batch(indices + 1, usable=usable, seed=seed)
+        assembler.place(**{**batch, "indices": indices})
+        whole = assembler.snapshot()
+        for _ in range(5):
+            first = int(rng.integers(0, shape[0] + 1))
+            stop = int(rng.integers(first, shape[0] + 3))  # past the last row: clipped as a slice is
+            part = assembler.snapshot_rows(first, stop)
+            lines = slice(first, min(stop, shape[0]))
+            assert (part.first_row, part.stop_row, part.scan_shape) == (first, lines.stop, shape)
+            assert part.whole == (first == 0 and lines.stop == shape[0])
+            np.testing.assert_array_equal(part.class_id, whole.class_id[lines])
+            np.testing.assert_array_equal(part.confidence, whole.confidence[lines])
+            np.testing.assert_array_equal(part.quaternions, whole.quaternions[lines])
+            assert part.n_received == whole.n_received == int(whole.received.sum())
+            assert part.class_fractions == whole.class_fractions and part.class_names == whole.class_names
+            view = whole.rows(first, stop)
+            assert view.first_row == first and np.array_equal(view.class_id, part.class_id)
+            assert view.n_received == part.n_received and view.class_fractions == part.class_fractions
+        counts = np.bincount(whole.class_id[whole.received] + 2, minlength=len(CLASSES) + 2)
+        expected = {"not_indexed": counts[0] / whole.n_received,
+                    **{c.name: counts[i + 2] / whole.n_received for i, c in enumerate(CLASSES)}}
+        assert whole.class_fractions == pytest.approx(expected, abs=0)
+
+
+def test_rows_snapshots_are_read_only_copies_and_refuse_negative_rows():
+    assembler = MapAssembler(SHAPE, CLASSES)
+    before = assembler.snapshot_rows(1, 3)
+    assembler.place(**_batch(np.arange(35))[0])
+    assert before.class_id.shape == (2, SHAPE[1]) and (before.class_id == NOT_RECEIVED).all()
+    assert before.n_received == 0 and assembler.snapshot_rows(1, 3).n_received == 35
+    with pytest.raises(ValueError):
+        before.confidence[0, 0] = 1
+    assert assembler.snapshot_rows(4, 2).class_id.shape == (0, SHAPE[1])  # an empty span: the counts only
+    with pytest.raises(ValueError, match="rows must be counted from 0"):
+        assembler.snapshot_rows(-1, 2)
+
+
 def test_snapshots_are_never_torn_by_a_concurrent_writer():
     """Batch k writes the whole map with class k mod 3, confidence and quaternion made from
     k: any snapshot mixing two batches would show more than one value."""
