@@ -100,6 +100,7 @@ def backend_statuses() -> list[BackendStatus]:
 
 
 @lru_cache(maxsize=1)
+@lru_cache(maxsize=1)
 def cuda_device_name() -> str:
     """The first CUDA device's name from the driver library (e.g. "NVIDIA H100 80GB HBM3"); "" when none."""
     if not cuda_devices()[0]:
@@ -109,3 +110,9 @@ def cuda_device_name() -> str:
     if driver.cuDeviceGet(ctypes.byref(device), 0) != 0 or driver.cuDeviceGetName(name, 256, device) != 0:
         return "cuda"
     return name.value.decode(errors="replace")
+
+
+def device_description(device: str) -> str:
+    """What an engine runs on, for people: the GPU's own name on CUDA (e.g. "NVIDIA H100 80GB HBM3"),
+    else ``device``; the window's status bar shows it."""
+    return (cuda_device_name() or device) if device == "cuda" else device

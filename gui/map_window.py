@@ -31,6 +31,7 @@ from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import QFileDialog, QGridLayout, QHBoxLayout, QLabel, QMainWindow, QWidget
 
 from diffstream.engines import BACKENDS, shipped_models
+from diffstream.engines.availability import device_description
 from diffstream.live.commands.live import DEFAULT_MODEL
 from diffstream.live.map_assembler import NOT_RECEIVED, MapRows, MapSnapshot
 
@@ -233,7 +234,7 @@ class MapWindow(QMainWindow):
         engine = pipeline.engine
         self.status.show(now, stats, self.snapshot, *self._run_state(stats.state),
                          latency_s=self.session.frame_cache.latency_s,
-                         engine=f"{pipeline.model_name} on {engine.name} ({engine.device})")
+                         engine=f"{pipeline.model_name} on {engine.name} ({device_description(engine.device)})")
         if finished and self.screenshot is not None:
             self._take_screenshot()
 

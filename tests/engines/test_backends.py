@@ -140,3 +140,13 @@ def test_bench_live_record_has_the_shared_keys(tmp_path, monkeypatch, capsys, fi
     assert record["end_to_end_fps"] == result["pipeline"]["end_to_end_fps"] > 0
     assert record["latency_p99_ms"] == result["paced"]["latency_ms"]["p99"]
     assert (record["batch"], record["frame_shape"], record["precision"]) == (64, [60, 60], "fp32")
+
+
+def test_device_description_names_the_gpu_and_leaves_the_cpu_alone(monkeypatch):
+    from diffstream.engines import availability
+
+    monkeypatch.setattr(availability, "cuda_device_name", lambda: "NVIDIA H100 80GB HBM3")
+    assert availability.device_description("cuda") == "NVIDIA H100 80GB HBM3"
+    assert availability.device_description("cpu") == "cpu"
+    monkeypatch.setattr(availability, "cuda_device_name", lambda: "")
+    assert availability.device_description("cuda") == "cuda"
