@@ -2,7 +2,10 @@
 
 It starts the detector simulator as a child process streaming a multi-phase EBSD
 specimen, maps it live with the shipped ``ebsd-lattice`` model, and scores the map
-against the simulator's ground truth.
+against the simulator's ground truth. The simulator hands frames over losslessly (PUSH to
+PULL): on a busy machine the scan then takes longer instead of losing points, which a
+demo scored against its truth should never do. ``diffstream live`` subscribes (SUB) by
+default, as a real detector server's other clients would.
 """
 from __future__ import annotations
 
@@ -65,8 +68,9 @@ def run(args: argparse.Namespace) -> int:
     command = [
         sys.executable, "-m", "diffstream.live.cli", "detector-sim", "--kind", "ebsd", "--bind", url,
         "--scan", args.scan, "--rate", str(args.rate), "--phases", args.phases, "--seed", str(args.seed),
-        "--truth", str(truth),
+        "--truth", str(truth), "--push",
     ]
+    args.pull = True
     simulator = subprocess.Popen(command, preexec_fn=die_with_parent)
     try:
         reports = run_pipeline(args, url, truth=truth, follow=False, watch=lambda: _died(simulator))

@@ -29,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="keep mapping scan after scan (each into its own folder) until Ctrl-C")
     parser.add_argument("--truth", type=Path, metavar="FILE",
                         help="ground-truth map (HDF5 from detector-sim --truth) to score the map against")
+    parser.add_argument("--pull", action="store_true", help="PULL instead of SUB: lossless hand-off from a PUSH server")
     keys.add_client_arguments(parser)
     parser.set_defaults(handler=run)
 
@@ -50,7 +51,6 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, metavar="DIR",
                         help="folder for map.h5, map.ang, PNGs and summary.json (default diffstream-maps/TIME)")
     parser.add_argument("--record", type=Path, metavar="FILE", help="also record the raw stream to this HDF5 file")
-    parser.add_argument("--pull", action="store_true", help="PULL instead of SUB: lossless hand-off from a PUSH server")
     parser.add_argument("--batch-size", type=int, default=256, metavar="N", help="largest batch (default 256)")
     parser.add_argument("--max-wait-ms", type=float, default=20.0, metavar="MS",
                         help="longest a partial batch waits before it is run (default 20 ms)")
