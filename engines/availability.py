@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import importlib.util
+import platform
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 
@@ -116,3 +117,16 @@ def device_description(device: str) -> str:
     """What an engine runs on, for people: the GPU's own name on CUDA (e.g. "NVIDIA H100 80GB HBM3"),
     else ``device``; the window's status bar shows it."""
     return (cuda_device_name() or device) if device == "cuda" else device
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name where Linux tells it (benchmark records and model cards say
+    what a figure was measured on); the architecture otherwise."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -19,7 +19,6 @@ compilation of the same weights.
 from __future__ import annotations
 
 import os
-import platform
 import tempfile
 import time
 import warnings
@@ -30,6 +29,7 @@ import onnx
 import torch
 from torch import nn
 
+from diffstream.engines.availability import cpu_model
 from diffstream.engines.model_card import OUTPUTS, ModelCard, ModelClass, write_card
 
 from .config import Config
@@ -241,20 +241,9 @@ def evaluate_onnx(path: str | Path, config: Config, orientation_phases: tuple[st
     results["onnxruntime_cpu"] = {
         "frames_per_second": round(measure_ort_rate(path, seconds=0.5 if config.quick else 5.0,
                                                     frame_shape=tuple(config.data.frame_shape))),
-        "batch": BENCH_BATCH, "threads": threads, "cpu": cpu_name(), "onnxruntime": _ort_version(),
+        "batch": BENCH_BATCH, "threads": threads, "cpu": cpu_model(), "onnxruntime": _ort_version(),
     }
     return results
-
-
-def cpu_name() -> str:
-    """The processor's model name where the OS says it (Linux), else the architecture."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _ort_version() -> str:

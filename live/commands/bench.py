@@ -10,6 +10,8 @@ import datetime
 import os
 import platform
 
+from diffstream.engines.availability import cpu_model
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from . import bench_engine, bench_gui, bench_live, bench_simulate, bench_soak
@@ -19,18 +21,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     what = parser.add_subparsers(dest="what", required=True, metavar="WHAT")
     for module in (bench_simulate, bench_live, bench_engine, bench_gui, bench_soak):
         module.register(what)
-
-
-def cpu_model() -> str:
-    """The CPU's marketing name where Linux tells it; the architecture otherwise."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine_record() -> dict:
