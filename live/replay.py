@@ -16,8 +16,9 @@
   length, precession angle and reciprocal-space calibration its metadata and axes give.
 
 Files are opened lazily and streamed a few MiB at a time, so their size does not matter.
-Frames travel in a protocol dtype: uint8, uint16 and float32 as they are, bool as uint8,
-anything else as float32 (exact for integers up to 2**24).
+Frames travel in a protocol dtype, little-endian whatever the file's byte order: uint8,
+uint16 and float32 as they are, bool as uint8, anything else as float32 (exact for integers
+up to 2**24).
 """
 from __future__ import annotations
 
@@ -156,11 +157,12 @@ class SignalSource:
 
 
 def wire_dtype(dtype: np.dtype) -> np.dtype:
-    """The protocol dtype frames of ``dtype`` travel in (see the module docstring)."""
+    """The protocol dtype frames of ``dtype`` travel in (see the module docstring), always
+    little-endian as the protocol's payload is: files such as Merlin's .mib hold big-endian
+    counts, which would otherwise go out byte-swapped."""
     dtype = np.dtype(dtype)
-    if dtype.name in DTYPES:
-        return dtype
-    return np.dtype(np.uint8 if dtype.kind == "b" else np.float32)
+    name = dtype.name if dtype.name in DTYPES else "uint8" if dtype.kind == "b" else "float32"
+    return np.dtype(name).newbyteorder("<")
 
 
 def _load_signal(path: Path) -> Any:
