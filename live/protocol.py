@@ -191,7 +191,9 @@ def _finite(payload: memoryview) -> bool:
 
 def _unpack_header(part: Any) -> dict:
     try:
-        header = msgpack.unpackb(_buffer(part), raw=False, strict_map_key=False)
+        # bytes go in as they are (a memoryview costs a wrapper per message); text keys and
+        # values come back as str, msgpack 1.x's default, which pyproject requires.
+        header = msgpack.unpackb(part if type(part) is bytes else _buffer(part), strict_map_key=False)
     except Exception as error:  # msgpack raises several unrelated types for garbage
         raise ProtocolError("not_msgpack", f"header is not msgpack ({type(error).__name__})") from None
     if not isinstance(header, dict):

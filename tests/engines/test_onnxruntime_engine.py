@@ -65,3 +65,19 @@ def test_unknown_model_and_engine_and_non_onnx_files_give_clear_errors(fixture_p
     junk.write_bytes(b"\x00not an onnx file")
     with pytest.raises(ModelCardError, match="junk.onnx"):
         read_card(junk)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 9])
+def test_a_batch_split_over_one_session_per_core_gives_the_single_sessions_outputs_in_order(fixture_path, n):
+    from diffstream.engines.onnxruntime_engine import OnnxRuntimeEngine
+
+    card = read_card(fixture_path)
+    frames = np.stack([frame_of_class(i % len(CENTRES), seed=i) for i in range(n)])
+    single = OnnxRuntimeEngine(fixture_path, card, providers=["CPUExecutionProvider"], threads=1).infer(frames)
+    with OnnxRuntimeEngine(fixture_path, card, providers=["CPUExecutionProvider"], threads=4) as split:
+        parallel = split.infer(frames)
+    assert set(parallel) == set(single)
+    for name, value in single.items():
+        assert parallel[name].shape == value.shape
+        np.testing.assert_array_equal(parallel[name], value)
+    assert parallel["class_probabilities"].argmax(axis=1).tolist() == [i % len(CENTRES) for i in range(n)]

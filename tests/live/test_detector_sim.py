@@ -6,6 +6,7 @@ import dataclasses
 import re
 import signal
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -125,6 +126,33 @@ def test_push_hands_every_frame_to_a_puller() -> None:
     received = frames_of(messages)
     assert end.frames_sent == 300 and [frame.index for frame, _ in received] == list(range(300))
     assert b"".join(payload for _, payload in received) == frames.tobytes()
+
+
+def test_a_high_rate_is_paced_in_bursts_not_one_wake_up_per_frame(monkeypatch) -> None:
+    """At 10,000 frames/s the sender naps at least MIN_SLEEP: about rate × MIN_SLEEP frames
+    per wake-up, each frame still sent, and never sent ahead of the rate."""
+    from diffstream.live import detector_sim
+
+    naps: list[float] = []
+    real_sleep = detector_sim.time.sleep
+
+    def counting_sleep(seconds: float) -> None:
+        naps.append(seconds)
+        real_sleep(seconds)
+
+    monkeypatch.setattr(detector_sim.time, "sleep", counting_sleep)
+    scan, frames = random_scan(2000)
+    with Publisher(ANY_PORT, push=True) as publisher:
+        thread, messages = receiving(publisher.endpoint, pull=True)
+        began = time.perf_counter()
+        (end,) = serve(publisher, OneScan(scan), rate=10_000, stop=threading.Event(), wait_subscribers=1)
+        took = time.perf_counter() - began
+        thread.join(30)
+    assert end.frames_sent == 2000 and len(frames_of(messages)) == 2000
+    assert took >= 2000 / 10_000 - detector_sim.MIN_SLEEP  # bursts, yet never ahead of the rate
+    pacing_naps = [nap for nap in naps if nap <= detector_sim.MAX_SLEEP]
+    assert min(pacing_naps) >= detector_sim.MIN_SLEEP
+    assert len(pacing_naps) <= 2000 / 10_000 / detector_sim.MIN_SLEEP * 1.5  # ~200 wake-ups, not ~2000
 
 
 def test_waiting_for_absent_subscribers_times_out_naming_the_endpoint() -> None:
