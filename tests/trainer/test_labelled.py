@@ -6,6 +6,7 @@ a config with ``data.source = "folder"`` trains on the result."""
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import kikuchipy as kp
@@ -33,7 +34,9 @@ def experiment(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Cr
     last quarter of the points labelled with a phase unknown to the catalogue."""
     folder = tmp_path_factory.mktemp("experiment")
     master = kinematical_master_pattern("Ni", 20.0, half_size=32)
-    patterns = write_h5ebsd(simulate_ebsd_patterns("Ni", N, 60, seed=4, master=master), folder / "p.h5")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the file is written without kikuchipy complaining about its axes
+        patterns = write_h5ebsd(simulate_ebsd_patterns("Ni", N, 60, seed=4, master=master), folder / "p.h5")
     rotations = kp.load(patterns).xmap.rotations
     phase_id = np.where(np.arange(N) < 3 * N // 4, 0, 1)
     xmap = CrystalMap(rotations=rotations, phase_id=phase_id, x=np.arange(N, dtype=float),

@@ -94,6 +94,7 @@ def write_h5ebsd(pattern_set: EBSDPatternSet, path: str | Path) -> Path:
         raise PhysicsInputError(f"out: {path} must end in .h5, .hdf5 or .h5ebsd (kikuchipy h5ebsd)")
     n = len(pattern_set.patterns)
     signal = kp.signals.EBSD(pattern_set.patterns)
+    signal.axes_manager.navigation_axes[0].name = "x"  # a row of patterns, as the map's x below
     signal.detector = pattern_set.geometry.with_pc(
         np.broadcast_to(pattern_set.geometry.pc_array(), (n, 3))
     ).to_kikuchipy()
