@@ -209,8 +209,7 @@ def stream(publisher: Publisher, scan: Scan, *, scan_id: str, rate: float, stop:
     The first chunk is fetched before scan_start goes out, so a begun scan never stalls on
     its source. Pacing is against ``perf_counter``: whatever is due is sent in bursts of at
     most :data:`MAX_BURST`, and the sender sleeps until the next frame is due (at least
-    :data:`MIN_SLEEP`), so the
-    average rate holds even though sleeps overshoot.
+    :data:`MIN_SLEEP`), so the average rate holds even though sleeps overshoot.
     """
     if not (rate >= 0 and math.isfinite(rate)):
         raise ValueError(f"rate: must be a finite number ≥ 0 frames/s, got {rate!r}")
