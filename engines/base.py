@@ -33,6 +33,17 @@ class Engine(ABC):
         """Where the computation runs, in words, for summaries and benchmarks."""
         return "cpu"
 
+    @property
+    def concurrency(self) -> int:
+        """How many :meth:`infer` calls may usefully run at once from different threads.
+
+        1 (the default) means one call at a time. A backend with independent workers (ONNX
+        Runtime's one session per core) returns their number and makes :meth:`infer` thread-safe,
+        so the live pipeline can keep every worker busy with a batch of its own instead of
+        splitting each batch and waiting at the end for the slowest part.
+        """
+        return 1
+
     @abstractmethod
     def infer(self, frames: np.ndarray) -> dict[str, np.ndarray]:
         """Run one batch (N, H, W) of raw frames; returns the card's outputs by name, N rows each."""

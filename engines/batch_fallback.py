@@ -40,6 +40,10 @@ class BatchFallback(Engine):
     def precision(self) -> str:
         return self.engine.precision
 
+    @property
+    def concurrency(self) -> int:
+        return self.engine.concurrency
+
     def infer(self, frames: np.ndarray) -> dict[str, np.ndarray]:
         if not len(frames):
             return self.engine.infer(frames)

@@ -1,16 +1,22 @@
 """ONNX Runtime backend: the CPU path every machine has, and CUDA where onnxruntime-gpu is installed.
 
-On the CPU a batch is split across one single-threaded session per core rather than fanned
-over the cores by one session's thread pool. A thread pool waits at every operator for its
-slowest thread, so whenever the receiver or the detector takes a core for a moment, every
-core waits; independent sessions only lose the moment on the core that was taken. Measured
-on 2 cores (docs/benchmarks.md): the same bare rate, about 10 % more frames/s inside the live
-pipeline.
+On the CPU there is one single-threaded session per core rather than one session whose
+thread pool fans every operator over the cores. A thread pool waits at every operator for
+its slowest thread, so whenever the receiver or the detector takes a core for a moment,
+every core waits; independent sessions only lose the moment on the core that was taken.
+A call alone splits its batch across all the sessions (the bare engine, one batch at a
+time); calls from several threads at once share the sessions out, one each when there are
+as many callers as sessions, which is how the live pipeline runs it (``concurrency``): no
+batch then waits for the slowest slice of itself. Measured on 2 cores (docs/benchmarks.md).
 """
 from __future__ import annotations
 
 import os
+import queue
+import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -47,22 +53,54 @@ class OnnxRuntimeEngine(Engine):
         if "class_probabilities" not in self._outputs:
             raise EngineError(f"{model_path} has no 'class_probabilities' output")
         self._pool = ThreadPoolExecutor(len(self._sessions) - 1, "diffstream-ort") if len(self._sessions) > 1 else None
+        self._idle: queue.SimpleQueue = queue.SimpleQueue()
+        for each in self._sessions:
+            self._idle.put(each)
+        self._callers = 0
+        self._callers_lock = threading.Lock()
 
     @property
     def device(self) -> str:
         provider = self._sessions[0].get_providers()[0]
         return "cuda" if provider == "CUDAExecutionProvider" else "cpu"
 
+    @property
+    def concurrency(self) -> int:
+        return len(self._sessions)
+
     def infer(self, frames: np.ndarray) -> dict[str, np.ndarray]:
-        parts = min(len(self._sessions), len(frames))
-        if parts <= 1:
-            return self._run(self._sessions[0], frames)
-        chunks = np.array_split(frames, parts)
-        # The calling thread runs the first chunk itself: one handoff fewer per batch.
-        others = [self._pool.submit(self._run, session, chunk)
-                  for session, chunk in zip(self._sessions[1:], chunks[1:])]
-        results = [self._run(self._sessions[0], chunks[0])] + [future.result() for future in others]
+        with self._claim(len(frames)) as sessions:
+            parts = len(sessions)
+            if parts == 1:
+                return self._run(sessions[0], frames)
+            chunks = np.array_split(frames, parts)
+            # The calling thread runs the first chunk itself: one handoff fewer per batch.
+            others = [self._pool.submit(self._run, session, chunk) for session, chunk in zip(sessions[1:], chunks[1:])]
+            results = [self._run(sessions[0], chunks[0])] + [future.result() for future in others]
         return {name: np.concatenate([result[name] for result in results]) for name in self._outputs}
+
+    @contextmanager
+    def _claim(self, frames: int) -> Iterator[list]:
+        """The sessions a call of ``frames`` frames may use: its share of all of them among the
+        calls in progress, no more than it has frames, at least one (waiting for it if every
+        session is busy)."""
+        with self._callers_lock:
+            self._callers += 1
+            share = max(1, min(frames, len(self._sessions) // self._callers))
+        claimed = []
+        try:
+            claimed.append(self._idle.get())
+            while len(claimed) < share:
+                try:
+                    claimed.append(self._idle.get_nowait())
+                except queue.Empty:
+                    break
+            yield claimed
+        finally:
+            for each in claimed:
+                self._idle.put(each)
+            with self._callers_lock:
+                self._callers -= 1
 
     def close(self) -> None:
         if self._pool is not None:

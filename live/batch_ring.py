@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -145,15 +145,9 @@ class BatchRing:
         False when the frame was dropped: no slot free in "drop" mode, or the wait for
         one ended by :meth:`interrupt` in "block" mode.
         """
-        slot = self._open
+        slot = self._open or self._open_slot(time.monotonic())
         if slot is None:
-            slot = self._acquire()
-            if slot is None:
-                return False
-            slot.scan_id = self._scan_id
-            slot.n = 0
-            slot.deadline = time.monotonic() + self.max_wait_s
-            self._open = slot
+            return False
         row = slot.n
         start = row * slot.row_bytes
         try:
@@ -167,6 +161,42 @@ class BatchRing:
         if slot.n == self.batch_size or time.monotonic() >= slot.deadline:
             self.flush()
         return True
+
+    def put_frames(self, indices: np.ndarray, payloads: Sequence[bytes], sent_t: np.ndarray, received_t: np.ndarray,
+                   arrived: np.ndarray) -> int:
+        """:meth:`put_frame` for many frames at once (payloads of exactly h·w·itemsize bytes each);
+        returns how many were kept. ``arrived`` holds their ``time.monotonic()`` arrival times: a
+        batch they open is due ``max_wait_s`` after its first frame arrived, not after it was put.
+        When no slot is free, the frames not yet placed are dropped (or, in "block" mode, wait).
+        """
+        placed = 0
+        while placed < len(payloads):
+            slot = self._open or self._open_slot(float(arrived[placed]))
+            if slot is None:
+                with self._items:
+                    self._dropped += len(payloads) - placed - 1  # _open_slot counted the first
+                return placed
+            take = min(len(payloads) - placed, self.batch_size - slot.n)
+            raw, size = slot.raw, slot.row_bytes
+            position = slot.n * size
+            for payload in payloads[placed:placed + take]:
+                raw[position:position + size] = payload
+                position += size
+            rows = slice(slot.n, slot.n + take)
+            chosen = slice(placed, placed + take)
+            slot.indices[rows] = indices[chosen]
+            slot.sent_t[rows] = sent_t[chosen]
+            slot.received_t[rows] = received_t[chosen]
+            slot.n += take
+            placed += take
+            if slot.n == self.batch_size or time.monotonic() >= slot.deadline:
+                self.flush()
+        return placed
+
+    def room(self) -> int:
+        """Frames the batch being filled still takes (a whole batch when none is open)."""
+        slot = self._open
+        return self.batch_size if slot is None else self.batch_size - slot.n
 
     def put_event(self, event: object) -> None:
         """Append a scan event to the stream, after the batch in progress (which is handed out first)."""
@@ -230,6 +260,16 @@ class BatchRing:
             self._space.notify()
 
     # ---- internals -----------------------------------------------------------------
+
+    def _open_slot(self, arrived: float) -> _Slot | None:
+        """Start filling a free slot, due ``max_wait_s`` after ``arrived`` (monotonic); None if dropped."""
+        slot = self._acquire()
+        if slot is not None:
+            slot.scan_id = self._scan_id
+            slot.n = 0
+            slot.deadline = arrived + self.max_wait_s
+            self._open = slot
+        return slot
 
     def _acquire(self) -> _Slot | None:
         """A free slot of the current layout, waiting for one in "block" mode."""

@@ -1,9 +1,13 @@
 """The live pipeline: receiver → engine → decoder → map assembler → files, for one or more scans.
 
 The receiver runs in its own thread and hands over batches in order with the scan events;
-this module's loop is the engine thread. It owns one :class:`ScanRun` per scan, which
-times every stage, tracks each frame's latency from its detector timestamp to the map,
-and writes the scan's files when the scan ends, is superseded, or the user stops.
+this module's loop takes them. An engine that runs several calls at once (``concurrency``,
+e.g. ONNX Runtime's one session per core) gets that many engine threads, each mapping a
+batch of its own, so no core waits for another's slice of a batch; a scan event waits
+until the batches before it are mapped, so a scan still starts and ends in order. One
+:class:`ScanRun` per scan times every stage, tracks each frame's latency from its detector
+timestamp to the map, and the scan's files are written when it ends, is superseded, or
+the user stops.
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +24,7 @@ import numpy as np
 
 from diffstream.engines import Engine
 
+from .batch_ring import Batch
 from .decoder import decode_outputs
 from .frame_cache import FrameCache
 from .map_assembler import MapAssembler, MapRows, MapSnapshot
@@ -32,12 +38,17 @@ log = logging.getLogger("diffstream.live.pipeline")
 
 @dataclass
 class ScanRun:
-    """Everything the engine thread knows about the scan it is mapping."""
+    """Everything the engine threads know about the scan they are mapping.
+
+    ``engine_s`` and ``assemble_s`` are busy seconds summed over the ``workers`` engine
+    threads, which run side by side; :meth:`record` is the one place they change.
+    """
 
     start: ScanStart
     assembler: MapAssembler
     latency_s: np.ndarray
     cast_to: np.dtype | None = None
+    workers: int = 1
     frames_mapped: int = 0
     first_received_t: float = float("inf")
     last_received_t: float = 0.0
@@ -45,16 +56,30 @@ class ScanRun:
     engine_s: float = 0.0
     assemble_s: float = 0.0
     batches: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def record(self, batch: Batch, *, engine_s: float, assemble_s: float, mapped_t: float) -> None:
+        """Account for one mapped batch (from any engine thread)."""
+        with self.lock:
+            self.engine_s += engine_s
+            self.assemble_s += assemble_s
+            self.latency_s[batch.indices] = mapped_t - batch.sent_t
+            self.first_received_t = min(self.first_received_t, float(batch.received_t.min()))
+            self.last_received_t = max(self.last_received_t, float(batch.received_t.max()))
+            self.last_mapped_t = max(self.last_mapped_t, mapped_t)
+            self.frames_mapped += batch.n
+            self.batches += 1
 
     def rates(self) -> dict[str, float]:
-        """Per-stage throughput in frames/s of busy time, and end to end over the scan's wall-clock span."""
+        """Per-stage throughput in frames/s of busy time (with every engine thread busy), and end to
+        end over the scan's wall-clock span."""
         n = self.frames_mapped
         span = self.last_mapped_t - self.first_received_t
         receive_span = self.last_received_t - self.first_received_t
         return {
             "receive_fps": _ratio(n, receive_span),
-            "engine_fps": _ratio(n, self.engine_s),
-            "assemble_fps": _ratio(n, self.assemble_s),
+            "engine_fps": _ratio(n, self.engine_s / self.workers),
+            "assemble_fps": _ratio(n, self.assemble_s / self.workers),
             "end_to_end_fps": _ratio(n, span),
         }
 
@@ -99,6 +124,8 @@ class LivePipeline:
         self._scan_lock = threading.Lock()
         self._stop = threading.Event()
         self._scan_count = 0
+        self._workers = max(1, engine.concurrency)
+        self._in_flight: set[Future] = set()
         self.frame_cache: FrameCache | None = None
         """Set by a window that shows patterns: every mapped batch's frames are copied into it."""
 
@@ -147,25 +174,33 @@ class LivePipeline:
         stops, batches already received are still mapped, and the partial scan is saved.
         """
         self.receiver.start()
+        pool = ThreadPoolExecutor(self._workers, "diffstream-engine") if self._workers > 1 else None
         try:
             while not self._stop.is_set():
                 item = self.receiver.get(timeout=0.1)
-                if item is not None and self._handle(item) and not self.follow:
+                if item is not None and self._handle(item, pool) and not self.follow:
                     break
         finally:
             self.receiver.stop()
-            self._drain()
+            try:
+                self._drain(pool)
+            finally:
+                if pool is not None:
+                    pool.shutdown()
         return self.reports
 
-    def _drain(self) -> None:
+    def _drain(self, pool: ThreadPoolExecutor | None) -> None:
         """Map what the receiver had already accepted, then save a scan left open."""
         while (item := self.receiver.get(timeout=0)) is not None:
-            self._handle(item)
+            self._handle(item, pool)
+        self._settle()
         if self._scan is not None:
             self._finish(self._scan, frames_sent=None, reason="stopped")
 
-    def _handle(self, item: object) -> bool:
+    def _handle(self, item: object, pool: ThreadPoolExecutor | None) -> bool:
         """Process one item from the receiver; True when a scan has just been finished."""
+        if not isinstance(item, Batch):
+            self._settle()  # a scan event comes after every batch before it
         if isinstance(item, ScanStarted):
             if self._scan is not None:
                 self._finish(self._scan, frames_sent=None, reason="superseded")
@@ -176,12 +211,32 @@ class LivePipeline:
                 self._finish(self._scan, frames_sent=item.frames_sent, reason=item.reason)
                 return True
             return False
-        try:
-            if self._scan is not None and self._scan.start.scan_id == item.scan_id:
-                self._map_batch(self._scan, item)
-        finally:
+        scan = self._scan
+        if scan is None or scan.start.scan_id != item.scan_id:
             self.receiver.release(item)
+        elif pool is None:
+            self._map_and_release(scan, item)
+        else:
+            while len(self._in_flight) >= self._workers:
+                self._collect(wait(self._in_flight, return_when=FIRST_COMPLETED).done)
+            self._in_flight.add(pool.submit(self._map_and_release, scan, item))
         return False
+
+    def _settle(self) -> None:
+        """Wait for every batch in the engine threads; the first error any of them met is raised here."""
+        if self._in_flight:
+            self._collect(wait(self._in_flight).done)
+
+    def _collect(self, done: set[Future]) -> None:
+        self._in_flight -= done
+        for future in done:
+            future.result()
+
+    def _map_and_release(self, scan: ScanRun, batch: Batch) -> None:
+        try:
+            self._map_batch(scan, batch)
+        finally:
+            self.receiver.release(batch)
 
     def _begin(self, start: ScanStart) -> None:
         card = self.engine.card
@@ -197,13 +252,13 @@ class LivePipeline:
                 return
             cast_to = np.dtype(card.input_dtype)
         latency = np.full(start.n_frames, np.nan, dtype=np.float32)
-        scan = ScanRun(start, MapAssembler(start.scan_shape, card.classes), latency, cast_to)
+        scan = ScanRun(start, MapAssembler(start.scan_shape, card.classes), latency, cast_to, self._workers)
         with self._scan_lock:
             self._scan = scan
         log.info("scan %s started: %d×%d %s frames of %d×%d %s", start.scan_id, *start.scan_shape, start.kind,
                  *start.frame_shape, start.dtype)
 
-    def _map_batch(self, scan: ScanRun, batch: object) -> None:
+    def _map_batch(self, scan: ScanRun, batch: Batch) -> None:
         frames = batch.frames if scan.cast_to is None else batch.frames.astype(scan.cast_to)
         t0 = time.perf_counter()
         outputs = self.engine.infer(frames)
@@ -214,15 +269,7 @@ class LivePipeline:
         t2 = time.perf_counter()
         if self.frame_cache is not None:  # a window's copy, not a stage of the map: outside the timings
             self.frame_cache.put(scan.start.scan_id, batch.indices, batch.frames, batch.sent_t)
-        now = time.time()
-        scan.engine_s += t1 - t0
-        scan.assemble_s += t2 - t1
-        scan.latency_s[batch.indices] = now - batch.sent_t
-        scan.first_received_t = min(scan.first_received_t, float(batch.received_t.min()))
-        scan.last_received_t = max(scan.last_received_t, float(batch.received_t.max()))
-        scan.last_mapped_t = now
-        scan.frames_mapped += batch.n
-        scan.batches += 1
+        scan.record(batch, engine_s=t1 - t0, assemble_s=t2 - t1, mapped_t=time.time())
 
     def _finish(self, scan: ScanRun, *, frames_sent: int | None, reason: str) -> None:
         summary = self._summary(scan, frames_sent, reason)

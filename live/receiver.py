@@ -4,9 +4,22 @@ Every message is decoded and checked against its scan's scan_start (:mod:`.proto
 faults are counted by reason and logged once per reason, and the stream goes on, because a
 beamline must keep mapping through a glitch rather than stop at it. Accepted frames are
 copied once into a :class:`~.batch_ring.BatchRing`, which hands batches and the scan events
-defined here to the engine thread in arrival order. The thread sleeps in ``zmq.Poller``
-between messages, waking only for messages, a partial batch's deadline, the silence timer
-and a short tick that bounds how long :meth:`Receiver.stop` takes.
+defined here to the engine thread in arrival order.
+
+The thread waits inside a blocking ``recv`` whose timeout (``RCVTIMEO``) is the time to its
+next timer: a partial batch's deadline, the silence timer, or a short tick that bounds how
+long :meth:`Receiver.stop` takes and when connection events are read. Measured on 2 cores
+(docs/benchmarks.md), a ``zmq.Poller`` wake-up plus non-blocking reads cost about a quarter
+of the socket's rate when the receiver keeps up with the stream and so keeps finding it
+empty; a blocking ``recv`` does not. A message's parts are read with ``recv`` and
+``RCVMORE``, as ``recv_multipart`` does, without its per-message Python.
+
+Once the reference decoder has accepted a frame of the open scan, later frame messages are
+held as they come and checked a batch at a time against that frame's header layout
+(:mod:`.frame_layout`), then copied into the ring together: the per-message work left is
+what a bare receive loop does. A held batch goes on when it would fill the ring's batch,
+when its first frame has waited ``max_wait_s``, at a quiet moment, or before any other
+message, so batches and scan events keep their order and their deadlines.
 """
 from __future__ import annotations
 
@@ -24,6 +37,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from .batch_ring import Allocate, Batch, BatchRing
+from .frame_layout import FrameLayout
 from .protocol import REASONS, Frame, Message, ProtocolError, ScanEnd, ScanStart, check_frame, decode
 
 if TYPE_CHECKING:
@@ -39,10 +53,8 @@ REJECT_REASONS = REASONS + RECEIVER_REASONS
 """Every key of :attr:`ReceiverStats.rejected`."""
 
 POLL_TICK_S = 0.1
-"""Longest sleep in poll: how quickly the thread notices :meth:`Receiver.stop`."""
-
-BURST = 1000
-"""Messages read per wake-up before the timers are looked at again."""
+"""Longest wait in ``recv``: how quickly the thread notices :meth:`Receiver.stop`, and how often
+an idle receiver reads its connection events."""
 
 _HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
                      | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
@@ -84,8 +96,9 @@ class ReceiverStats:
     ``dropped_missing`` counts frames that never arrived: ``frames_sent`` minus those
     accepted for scans that ended, and index gaps (below the highest index seen) of scans
     that were superseded. ``scan_id`` is the open scan's, or the last one's once it ended.
-    ``last_message_t`` is ``time.time()`` of the last message (None before any); ``polls``
-    counts the thread's wake-ups from poll, which shows that an idle receiver sleeps.
+    ``last_message_t`` is ``time.time()`` of the last message (None before any); ``wakeups``
+    counts the waits that ended without a message (its timers), which shows that an idle
+    receiver sleeps.
     """
 
     state: str
@@ -97,7 +110,7 @@ class ReceiverStats:
     dropped_missing: int
     tap_errors: int
     last_message_t: float | None
-    polls: int
+    wakeups: int
 
 
 @dataclass(eq=False)
@@ -106,6 +119,7 @@ class _OpenScan:
 
     start: ScanStart
     seen: np.ndarray  # bool per scan index; np.zeros is lazily backed, so a huge scan costs what arrives
+    layout: FrameLayout
     accepted: int = 0
     max_index: int = -1
 
@@ -150,10 +164,18 @@ class Receiver:
         self._dropped_missing = 0
         self._tap_errors = 0
         self._last_message_t: float | None = None
-        self._polls = 0
+        self._wakeups = 0
         # Receiver-thread state.
         self._scan: _OpenScan | None = None
         self._last_message_mono = 0.0
+        self._timeout_ms = -1
+        self._held_headers: list[bytes] = []  # frame messages waiting to be checked a batch at a time
+        self._held_payloads: list[bytes] = []
+        self._held_arrived: list[float] = []  # time.monotonic() of each
+        self._held_due = 0.0
+        self._held_limit = 0  # how many fill the ring's batch
+        self._holding = False  # whether frames are held: a scan is open and its header layout learnt
+        self._recheck_after = math.inf  # monotonic time after which the receive timeout must come down
         self._logged: set[str] = set()
         self._stopping = threading.Event()
         self._socket, self._monitor = self._connect(url, socket_type, rcvhwm, security)
@@ -207,7 +229,7 @@ class Receiver:
                 dropped_missing=self._dropped_missing,
                 tap_errors=self._tap_errors,
                 last_message_t=self._last_message_t,
-                polls=self._polls,
+                wakeups=self._wakeups,
             )
 
     # ---- socket -------------------------------------------------------------------
@@ -248,32 +270,129 @@ class Receiver:
     # ---- the receiver thread ------------------------------------------------------
 
     def _run(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self._socket, zmq.POLLIN)
         if self._monitor is None:
             self._set_state("waiting")
-        else:
-            poller.register(self._monitor, zmq.POLLIN)
         try:
-            while not self._stopping.is_set():
-                ready = dict(poller.poll(self._timers()))
-                with self._lock:
-                    self._polls += 1
-                if self._monitor is not None and self._monitor in ready:
-                    self._read_monitor()
-                if self._socket in ready:
-                    self._read_burst()
+            self._receive()
         except Exception:
             log.exception("the receiver on %s stopped on an unexpected error", self.url)
         finally:
+            self._settle()
             if self._scan is not None:
                 self._finish_scan(self._scan, None, "stopped")
             self._close()
             self._set_state("stopped")
 
+    def _receive(self) -> None:
+        socket = self._socket
+        recv, get, more = socket.recv, socket.get, zmq.RCVMORE
+        look_at_timers = True
+        while not self._stopping.is_set():
+            if look_at_timers:
+                self._wait_at_most(self._timers(), exactly=True)
+            try:
+                header = recv()
+            except zmq.Again:
+                with self._lock:
+                    self._wakeups += 1
+                if self._monitor is not None:
+                    self._read_monitor()
+                look_at_timers = True
+                continue
+            arrived = time.monotonic()
+            self._last_message_mono = arrived
+            if not get(more):
+                parts = [header]
+            else:  # the rest of the message is already here
+                payload = recv()
+                if not get(more) and self._holding:
+                    self._hold(header, payload, arrived)  # the common case: a frame of the open scan
+                    look_at_timers = False
+                    continue
+                parts = [header, payload]
+                while get(more):
+                    parts.append(recv())
+            self._settle()
+            self._on_message(parts)
+            look_at_timers = True
+
+    def _wait_at_most(self, wait_ms: int, *, exactly: bool = False) -> None:
+        """Make the next ``recv`` wait no longer than ``wait_ms`` (exactly that with ``exactly``);
+        a socket option costs a microsecond, so it is set only when it changes."""
+        if wait_ms != self._timeout_ms and (exactly or wait_ms < self._timeout_ms):
+            self._socket.setsockopt(zmq.RCVTIMEO, wait_ms)
+            self._timeout_ms = wait_ms
+        self._recheck_after = self._held_due - wait_ms * 1e-3 + 1e-3 if self._held_headers else math.inf
+
+    def _hold(self, header: bytes, payload: bytes, arrived: float) -> None:
+        """Keep a frame message for :meth:`_settle`, which runs when the held frames would fill the
+        ring's batch or the first of them has waited ``max_wait_s``. The receive timeout is
+        lowered as that moment nears (within a millisecond), so a stream that stops does not
+        keep them waiting longer."""
+        held = self._held_headers
+        if not held:
+            self._held_due = arrived + self._ring.max_wait_s
+            self._held_limit = self._ring.room()
+            self._recheck_after = -math.inf
+        held.append(header)
+        self._held_payloads.append(payload)
+        self._held_arrived.append(arrived)
+        if len(held) >= self._held_limit:
+            self._settle()
+        elif arrived >= self._held_due:
+            self._settle()
+            self._ring.flush()
+        elif arrived > self._recheck_after:
+            self._wait_at_most(max(1, math.ceil((self._held_due - arrived) * 1e3)))
+
+    def _settle(self) -> None:
+        """Check the held frames against the open scan's layout; those it matches and that are new go
+        into the ring together, the rest through the reference decoder one by one."""
+        if not self._held_headers:
+            return
+        headers, payloads = self._held_headers, self._held_payloads
+        arrived = np.array(self._held_arrived)
+        self._held_headers, self._held_payloads, self._held_arrived = [], [], []
+        scan = self._scan  # frames are held only while a scan is open, and settled before it closes
+        matched = scan.layout.match(headers, payloads)
+        for k in np.flatnonzero(~matched.ok):
+            self._on_message([headers[k], payloads[k]])
+        rows = np.flatnonzero(matched.ok)
+        index = matched.index[rows]
+        new = ~scan.seen[index]
+        if not (np.diff(index) > 0).all():  # not in increasing order: an index may repeat within the batch
+            new[np.setdiff1d(np.arange(rows.size), np.unique(index, return_index=True)[1])] = False
+        if not new.all():
+            repeated = int(rows.size - new.sum())
+            self._reject("duplicate_index", f"index {int(index[~new][0])} of scan {scan.start.scan_id!r} arrived "
+                                            "again", count=repeated)
+            rows, index = rows[new], index[new]
+        self._messages += int(matched.ok.sum())
+        if rows.size == 0:
+            return
+        scan.seen[index] = True
+        scan.accepted += rows.size
+        scan.max_index = max(scan.max_index, int(index.max()))
+        self._frames_received += rows.size
+        received_t = arrived[rows] + (time.time() - time.monotonic())
+        self._last_message_t = float(received_t[-1])
+        self._note_message()
+        kept = [payloads[k] for k in rows]
+        if self._tap is not None:
+            for i, t, payload in zip(index.tolist(), matched.t[rows].tolist(), kept):
+                self._call_tap(Frame(scan.start.scan_id, i, t, memoryview(payload)))
+        self._ring.put_frames(index, kept, matched.t[rows], received_t, arrived[rows])
+
     def _timers(self) -> int:
-        """Hand out a batch whose wait is up and notice silence; milliseconds poll may sleep."""
+        """Hand out a batch whose wait is up and notice silence; milliseconds the next receive may wait."""
         sleep = POLL_TICK_S
+        if self._held_headers:
+            held_left = self._held_due - time.monotonic()
+            if held_left <= 0:
+                self._settle()
+                self._ring.flush()
+            else:
+                sleep = held_left
         due = self._ring.flush_due()
         if due is not None:
             sleep = min(sleep, due)
@@ -300,42 +419,31 @@ class Receiver:
             elif event == zmq.EVENT_DISCONNECTED and self._state == "waiting":
                 self._set_state("connecting")
 
-    def _read_burst(self) -> None:
+    def _on_message(self, parts: list) -> None:
         # Counters are written by this thread only and read whole under the GIL, so the
         # per-message path takes no lock; state changes, which are rare, still do.
-        for count in range(BURST):
-            if self._stopping.is_set():
-                break
-            try:
-                parts = self._socket.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            self._on_message(parts)
-        else:
-            count = BURST
-        if count:
-            self._last_message_mono = time.monotonic()
-
-    def _on_message(self, parts: list) -> None:
         now = time.time()
         self._messages += 1
         self._last_message_t = now
-        if self._state in ("connecting", "silent"):  # a message proves the connection, ends a silence
-            with self._lock:
-                self._state = "waiting" if self._state == "connecting" else "receiving"
+        self._note_message()
         try:
             message = decode(parts)
         except ProtocolError as error:
             self._reject(error.reason, error.detail)
             return
         if isinstance(message, Frame):
-            self._on_frame(message, now)
+            self._on_frame(message, now, parts[0])
         elif isinstance(message, ScanStart):
             self._on_scan_start(message)
         else:
             self._on_scan_end(message)
 
-    def _on_frame(self, frame: Frame, received_t: float) -> None:
+    def _note_message(self) -> None:
+        if self._state in ("connecting", "silent"):  # a message proves the connection, ends a silence
+            with self._lock:
+                self._state = "waiting" if self._state == "connecting" else "receiving"
+
+    def _on_frame(self, frame: Frame, received_t: float, header: object) -> None:
         scan = self._scan
         if scan is None:
             self._reject("unknown_scan", f"frame of scan {frame.scan_id!r} before any scan_start of it")
@@ -353,6 +461,9 @@ class Receiver:
         if frame.index > scan.max_index:
             scan.max_index = frame.index
         self._frames_received += 1
+        if type(header) is bytes:  # a header length the layout has not seen yet (it tries each once)
+            scan.layout.learn(header, frame)
+            self._holding = scan.layout.learnt
         if self._tap is not None:
             self._call_tap(frame)
         self._ring.put_frame(frame.index, frame.payload, frame.t, received_t)
@@ -368,7 +479,8 @@ class Receiver:
             return
         if scan is not None:
             self._finish_scan(scan, None, "superseded")
-        self._scan = _OpenScan(start, np.zeros(start.n_frames, dtype=bool))
+        self._scan = _OpenScan(start, np.zeros(start.n_frames, dtype=bool), FrameLayout(start))
+        self._holding = False
         with self._lock:
             self._scan_id = start.scan_id
             self._state = "receiving"
@@ -387,6 +499,7 @@ class Receiver:
     def _finish_scan(self, scan: _OpenScan, frames_sent: int | None,
                      reason: Literal["scan_end", "superseded", "stopped"]) -> None:
         self._scan = None
+        self._holding = False
         if reason == "scan_end":
             missing = max(frames_sent - scan.accepted, 0)
         elif reason == "superseded":
@@ -399,9 +512,9 @@ class Receiver:
                 self._state = "ended"
         self._ring.put_event(ScanFinished(scan.start, frames_sent, scan.accepted, reason))
 
-    def _reject(self, reason: str, detail: str) -> None:
+    def _reject(self, reason: str, detail: str, count: int = 1) -> None:
         with self._lock:
-            self._rejected[reason] += 1
+            self._rejected[reason] += count
         if reason not in self._logged:
             self._logged.add(reason)
             log.warning("%s: rejected a message (%s): %s; further %s faults are counted, not logged",

@@ -18,16 +18,20 @@ def register(what: argparse._SubParsersAction) -> None:
         help="live pipeline rates against the socket and engine ceilings",
         description=(
             "Stream random frames of the model's input shape from a child process over loopback TCP "
-            "(PUSH/PULL) and measure, in one run: a bare pyzmq receive loop (the socket ceiling), the bare "
-            "engine (the compute ceiling), the pipeline's per-stage and end-to-end rates, and latency from "
-            "frame timestamp to map at a paced rate."
+            "(PUSH/PULL) and measure, in one run: a bare pyzmq receive loop (the socket ceiling) against the "
+            "receiving stage, and the bare engine (the compute ceiling) against the pipeline's per-stage and "
+            "end-to-end rates, each pair back to back in every round, reported as medians over the rounds; "
+            "then latency from frame timestamp to map at a paced rate."
         ),
     )
     live.add_argument("--model", default="ebsd-lattice", metavar="NAME|PATH", help="model (default ebsd-lattice)")
     live.add_argument("--engine", default="auto", help="inference backend (default auto)")
     live.add_argument("--frame-shape", default=None, metavar="HxW", help="frame shape (default: the model's input)")
     live.add_argument("--frames", type=int, default=20000, metavar="N",
-                      help="frames per full-speed run (default 20000)")
+                      help="frames per full-speed pipeline run; the socket and ingest runs stream five times as "
+                           "many (default 20000)")
+    live.add_argument("--rounds", type=int, default=5, metavar="K",
+                      help="rounds of ceiling-then-stage measurements; figures are medians (default 5)")
     live.add_argument("--batch-size", type=int, default=256, metavar="N", help="largest batch (default 256)")
     live.add_argument("--latency-rate", type=float, default=2000.0, metavar="FPS",
                       help="paced rate for the latency run (default 2000 frames/s)")
@@ -59,6 +63,8 @@ def _run_live(args: argparse.Namespace) -> int:
 
     if args.frames < args.batch_size or args.batch_size < 1:
         raise UserError("--frames must be at least --batch-size, and --batch-size at least 1")
+    if args.rounds < 1:
+        raise UserError(f"--rounds must be at least 1, got {args.rounds}")
     try:
         engine = create_engine(args.model, args.engine)
     except (EngineError, ModelCardError) as error:
@@ -66,7 +72,7 @@ def _run_live(args: argparse.Namespace) -> int:
     card = engine.card
     shape = _frame_shape(args.frame_shape) if args.frame_shape else tuple(card.input_shape)
     settings = BenchSettings(frames=args.frames, frame_shape=shape, kind=card.kind, dtype=card.input_dtype,
-                             batch_size=args.batch_size, latency_rate=args.latency_rate)
+                             batch_size=args.batch_size, latency_rate=args.latency_rate, rounds=args.rounds)
     result = {
         "command": "diffstream bench live", "machine": machine_record(), "model": str(args.model),
         "engine": {"name": engine.name, "device": engine.device}, "frame_shape": list(shape),
@@ -82,7 +88,7 @@ def _run_live(args: argparse.Namespace) -> int:
     paced = result["paced"]
     print(f"diffstream bench live: {result['machine']['cpu_cores']} CPU cores ({result['machine']['processor']}), "
           f"{args.model} on {engine.name} ({engine.device}), {shape[0]}×{shape[1]} {card.input_dtype}, "
-          f"{args.frames} frames, batch {args.batch_size}")
+          f"{args.frames} frames, batch {args.batch_size}; medians of {args.rounds} rounds")
     print(f"  socket ceiling (bare PULL loop)   {result['socket_ceiling_fps']:>12,.0f} frames/s")
     print(f"  engine ceiling (bare infer)       {result['engine_ceiling_fps']:>12,.0f} frames/s")
     print(f"  ingest stage (receiver, no engine){result['ingest_fps']:>12,.0f} frames/s  "

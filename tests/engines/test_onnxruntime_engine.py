@@ -81,3 +81,55 @@ def test_a_batch_split_over_one_session_per_core_gives_the_single_sessions_outpu
         assert parallel[name].shape == value.shape
         np.testing.assert_array_equal(parallel[name], value)
     assert parallel["class_probabilities"].argmax(axis=1).tolist() == [i % len(CENTRES) for i in range(n)]
+
+
+def test_calls_from_several_threads_at_once_each_get_their_own_batchs_outputs(fixture_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from diffstream.engines.onnxruntime_engine import OnnxRuntimeEngine
+
+    card = read_card(fixture_path)
+    batches = [np.stack([frame_of_class((k + i) % len(CENTRES), seed=10 * k + i) for i in range(2 + k)])
+               for k in range(6)]
+    expected = [[(k + i) % len(CENTRES) for i in range(2 + k)] for k in range(6)]
+    with OnnxRuntimeEngine(fixture_path, card, providers=["CPUExecutionProvider"], threads=3) as engine:
+        assert engine.concurrency == 3
+
+        def classes(k: int) -> list[int]:
+            return engine.infer(batches[k % 6])["class_probabilities"].argmax(axis=1).tolist()
+
+        with ThreadPoolExecutor(5) as callers:
+            answers = list(callers.map(classes, range(60), timeout=60))
+    assert answers == [expected[k % 6] for k in range(60)]
+
+
+def test_a_call_while_another_runs_takes_one_session_and_runs_its_batch_whole(fixture_path):
+    """The rule that lets the live pipeline keep every core busy with a batch of its own."""
+    import threading
+
+    from diffstream.engines.onnxruntime_engine import OnnxRuntimeEngine
+
+    card = read_card(fixture_path)
+    engine = OnnxRuntimeEngine(fixture_path, card, providers=["CPUExecutionProvider"], threads=2)
+    run, first_running, let_go, run_sizes = engine._run, threading.Event(), threading.Event(), []
+
+    def observed_run(session, frames):
+        run_sizes.append(len(frames))
+        if len(frames) == 1:  # the first call: hold its session until the second call is done
+            first_running.set()
+            let_go.wait(10)
+        return run(session, frames)
+
+    engine._run = observed_run
+    first = threading.Thread(target=engine.infer, args=(frame_of_class(0)[None],))
+    first.start()
+    assert first_running.wait(10)
+    six = np.stack([frame_of_class(i % len(CENTRES), seed=i) for i in range(6)])
+    outputs = engine.infer(six)
+    let_go.set()
+    first.join(10)
+    assert run_sizes == [1, 6]
+    assert outputs["class_probabilities"].argmax(axis=1).tolist() == [i % len(CENTRES) for i in range(6)]
+    assert engine.infer(six)["class_probabilities"].shape == (6, len(CENTRES))
+    assert run_sizes[2:] == [3, 3]  # alone again: split over both sessions
+    engine.close()

@@ -198,6 +198,25 @@ def test_a_clean_scan_arrives_complete_and_in_order(publisher: Publisher, receiv
     assert stats.last_message_t is not None and stats.messages >= start.n_frames + 2
 
 
+def test_frames_checked_a_batch_at_a_time_count_repeats_within_the_batch(publisher: Publisher, receivers) -> None:
+    """After the first frame the receiver checks frames a held batch at a time (live/frame_layout.py);
+    an index repeated inside one held batch is still a duplicate, and the batch keeps its first copy."""
+    receiver = receivers(publisher.url, batch_size=16, max_wait_s=5.0)
+    start = scan("repeats")
+    handshake(publisher, receiver, start)
+    order = [0, 1, 2, 2, 3, 1, 4, 5, 5, 5] + list(range(6, start.n_frames))
+    for index in order:
+        publisher.frame(start, index)
+    publisher.end(start, start.n_frames)
+    stream = read(receiver, finished(1))
+
+    assert sorted(stream.indices("repeats")) == list(range(start.n_frames))
+    assert_frames_match(stream, start)
+    stats = receiver.stats()
+    assert stats.rejected["duplicate_index"] == len(order) - start.n_frames == 4
+    assert stats.frames_received == start.n_frames and sum(stats.rejected.values()) == 4
+
+
 def test_batches_carry_send_and_receive_times(publisher: Publisher, receivers) -> None:
     receiver = receivers(publisher.url, batch_size=64, max_wait_s=0.01)
     start = scan("times", scan_shape=(1, 3))
@@ -336,16 +355,16 @@ def test_a_publisher_restarting_mid_scan_supersedes_the_open_scan(publisher: Pub
     assert receiver.stats().dropped_missing == 1  # the gap below the highest index seen
 
 
-def test_silence_during_a_scan_shows_and_the_thread_sleeps_in_poll(publisher: Publisher, receivers) -> None:
+def test_silence_during_a_scan_shows_and_the_thread_sleeps(publisher: Publisher, receivers) -> None:
     receiver = receivers(publisher.url, silence_s=0.3)
     start = scan("quiet")
     handshake(publisher, receiver, start)
     publisher.frame(start, 0)
     wait_for(lambda: receiver.stats().state == "silent", "the silent state")
 
-    before, t0 = receiver.stats().polls, time.monotonic()
+    before, t0 = receiver.stats().wakeups, time.monotonic()
     time.sleep(0.5)  # a window to count wake-ups in, not an assertion on speed
-    wakeups, elapsed = receiver.stats().polls - before, time.monotonic() - t0
+    wakeups, elapsed = receiver.stats().wakeups - before, time.monotonic() - t0
     assert wakeups <= elapsed / POLL_TICK_S + 2, f"{wakeups} wake-ups in {elapsed:.2f} s: the loop is spinning"
 
     publisher.frame(start, 1)
@@ -374,7 +393,7 @@ def test_pull_is_lossless_with_a_slow_consumer() -> None:
             sender.start()
             sender.join(0.5)  # the consumer is not reading yet
             assert sender.is_alive(), "back-pressure should hold the sender while nothing is consumed"
-            assert receiver.stats().frames_received <= 2 * 4 + 1  # the ring plus the frame waiting for a slot
+            assert receiver.stats().frames_received <= 2 * 4 + 4  # the ring plus at most a batch waiting for a slot
             stream = read(receiver, finished(1), on_batch=lambda: time.sleep(0.002))
             sender.join(TIMEOUT)
     finally:
