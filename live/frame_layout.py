@@ -32,8 +32,8 @@ _INDEX_WIDTH = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}
 
 @dataclass(frozen=True)
 class _Template:
-    values: np.ndarray  # the header's bytes where every header of this length must agree
-    fixed: np.ndarray  # their positions
+    values: np.ndarray  # the header's bytes, zero where the index and the timestamp sit
+    fixed: np.ndarray  # 0xFF where every header of this length must agree with ``values``, else 0
     index_at: int  # first byte of the index's value (a positive fixint is its own marker)
     index_width: int
     fixint: bool
@@ -98,7 +98,7 @@ class FrameLayout:
                 if rows.size == 0:
                     continue
                 block = data[starts[rows, None] + np.arange(length)]
-            fits = (block[:, template.fixed] == template.values).all(axis=1)
+            fits = ~((block ^ template.values) & template.fixed).any(axis=1)
             value = _big_endian(block, template.index_at, template.index_width, np.uint64).astype(np.int64)
             if template.fixint:
                 fits &= value < 0x80
@@ -144,7 +144,8 @@ def _template(header: bytes) -> _Template | None:
         return None
     width = 1 if fixint else _INDEX_WIDTH[marker]
     index_at += 0 if fixint else 1
-    variable = set(range(index_at, index_at + width)) | set(range(t_at + 1, t_at + 9))
-    fixed = np.array([k for k in range(len(header)) if k not in variable], np.int64)
-    values = np.frombuffer(header, np.uint8)[fixed]
+    fixed = np.full(len(header), 0xFF, np.uint8)
+    fixed[index_at:index_at + width] = 0
+    fixed[t_at + 1:t_at + 9] = 0
+    values = np.frombuffer(header, np.uint8) & fixed
     return _Template(values, fixed, index_at, width, fixint, t_at + 1)
