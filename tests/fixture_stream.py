@@ -5,6 +5,7 @@ Shared by the pipeline, fault, CURVE and window tests, which all check a map poi
 """
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -64,6 +65,19 @@ class Publisher:
     def close(self) -> None:
         self.socket.close(linger=0)
         self.context.term()
+
+
+def send_scan_and_wait(publisher: Publisher, pipeline: object, thread: threading.Thread, classes: np.ndarray) -> None:
+    """Send every frame of ``classes`` and the scan_end, wait for the pipeline's thread to end, then
+    stop the pipeline and close the publisher (on failure too)."""
+    try:
+        publisher.frames(classes, range(classes.size))
+        publisher.end(classes.size)
+        thread.join(timeout=TIMEOUT)
+    finally:
+        pipeline.stop()
+        publisher.close()
+    assert not thread.is_alive()
 
 
 def write_recording(path: Path, scan: tuple[int, int] = (10, 20), frame: tuple[int, int] = FRAME) -> np.ndarray:

@@ -23,7 +23,7 @@ from diffstream.live.pipeline import LivePipeline
 from diffstream.live.protocol import encode_frame, encode_scan_start
 from diffstream.live.receiver import Receiver
 from fixture_model import build_fixture_model, frame_of_class
-from fixture_stream import FRAME, SCAN, Publisher, scan_classes
+from fixture_stream import FRAME, SCAN, Publisher, scan_classes, send_scan_and_wait
 
 
 @pytest.fixture(scope="module")
@@ -101,21 +101,13 @@ def test_stopping_mid_scan_saves_the_partial_map(fixture_path, tmp_path):
     assert (tmp_path / "map.ang").is_file() and (tmp_path / "phase.png").is_file()
 
 
-
 def test_a_save_that_fails_keeps_the_map_in_memory_and_can_be_retried(fixture_path, tmp_path):
     blocked = tmp_path / "not-a-folder"
     blocked.write_text("a file where the map folder should go")  # makes every write under it fail
     publisher = Publisher()
     classes = scan_classes()
     pipeline, thread = start_pipeline(publisher, fixture_path, blocked, batch_size=16)
-    try:
-        publisher.frames(classes, range(classes.size))
-        publisher.end(classes.size)
-        thread.join(timeout=30)
-    finally:
-        pipeline.stop()
-        publisher.close()
-    assert not thread.is_alive()
+    send_scan_and_wait(publisher, pipeline, thread, classes)
     (report,) = pipeline.reports
     assert report.files == {}
     assert str(blocked) in report.summary["save_error"]
@@ -133,6 +125,7 @@ def test_save_before_any_scan_is_a_clear_error(fixture_path, tmp_path):
     pipeline = LivePipeline(Receiver("tcp://127.0.0.1:1"), create_engine(fixture_path), model_name="fixture")
     with pytest.raises(LookupError, match="no scan"):
         pipeline.save(tmp_path)
+
 
 def test_sigterm_stops_the_live_command_and_keeps_what_arrived(fixture_path, tmp_path):
     publisher = Publisher()

@@ -18,7 +18,7 @@ from diffstream.engines import Engine, EngineError, create_engine
 from diffstream.live.pipeline import LivePipeline
 from diffstream.live.receiver import Receiver
 from fixture_model import build_fixture_model
-from fixture_stream import CLASS_NAMES, FRAME, Publisher, mapped_classes, scan_classes
+from fixture_stream import CLASS_NAMES, FRAME, Publisher, mapped_classes, scan_classes, send_scan_and_wait
 
 
 @pytest.fixture(scope="module")
@@ -77,15 +77,8 @@ def run_scan(engine: ShuffledWorkers, out_dir: Path, classes: np.ndarray) -> tup
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    try:
-        publisher.announce_until(lambda: pipeline.receiver_stats().scan_id == "scan-1")
-        publisher.frames(classes, range(classes.size))
-        publisher.end(classes.size)
-        thread.join(timeout=30)
-    finally:
-        pipeline.stop()
-        publisher.close()
-    assert not thread.is_alive()
+    publisher.announce_until(lambda: pipeline.receiver_stats().scan_id == "scan-1")
+    send_scan_and_wait(publisher, pipeline, thread, classes)
     return pipeline, raised
 
 
