@@ -73,10 +73,12 @@ class FrameLayout:
         self._templates[len(header)] = template
         self._learnt = self._learnt or template is not None
 
-    def match(self, headers: list[bytes], payloads: list[bytes]) -> Matched:
-        """Which of the frame messages ``headers[k]``, ``payloads[k]`` are valid frames of this scan
+    def match(self, headers: list[bytes], frames: np.ndarray) -> Matched:
+        """Which of the frame messages ``headers[k]``, ``frames[k]`` are valid frames of this scan
         (the reference decoder's checks, float32 pixels finite included) and their index and
-        ``t``; duplicates are the caller's to find."""
+        ``t``; ``frames`` holds the payloads as rows of bytes (uint8), so each is of the size the
+        scan implies: the caller sends one of another size to the reference decoder instead.
+        Duplicates are the caller's to find."""
         n = len(headers)
         ok = np.zeros(n, bool)
         index = np.zeros(n, np.int64)
@@ -105,11 +107,12 @@ class FrameLayout:
             ok[rows] = fits
             index[rows] = value
             t[rows] = _big_endian(block, template.t_at, 8, np.float64)
-        sizes = np.fromiter(map(len, payloads), np.int64, n)
-        ok &= (index >= 0) & (index < self.start.n_frames) & np.isfinite(t) & (sizes == self.start.frame_nbytes)
+        if frames.shape != (n, self.start.frame_nbytes):
+            raise ValueError(f"frames must be {n} rows of {self.start.frame_nbytes} bytes, got {frames.shape}")
+        ok &= (index >= 0) & (index < self.start.n_frames) & np.isfinite(t)
         if self.start.dtype == "float32" and ok.any():
             rows = np.flatnonzero(ok)
-            pixels = np.frombuffer(b"".join([payloads[k] for k in rows]), np.float32).reshape(rows.size, -1)
+            pixels = frames[rows].view(np.float32)
             ok[rows] = np.isfinite(np.add.reduce(pixels, axis=1, dtype=np.float64))  # as protocol._finite
         return Matched(ok, index, t)
 

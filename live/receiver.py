@@ -120,6 +120,7 @@ class _OpenScan:
     start: ScanStart
     seen: np.ndarray  # bool per scan index; np.zeros is lazily backed, so a huge scan costs what arrives
     layout: FrameLayout
+    stage: np.ndarray  # (batch size, frame bytes) uint8: held frames' payloads, copied as they arrive
     accepted: int = 0
     max_index: int = -1
 
@@ -170,7 +171,8 @@ class Receiver:
         self._last_message_mono = 0.0
         self._timeout_ms = -1
         self._held_headers: list[bytes] = []  # frame messages waiting to be checked a batch at a time
-        self._held_payloads: list[bytes] = []
+        self._stage_raw = memoryview(bytearray())  # their payloads: the open scan's stage, as bytes
+        self._stage_row_bytes = 0
         self._held_arrived: list[float] = []  # time.monotonic() of each
         self._held_due = 0.0
         self._held_limit = 0  # how many fill the ring's batch
@@ -326,16 +328,23 @@ class Receiver:
 
     def _hold(self, header: bytes, payload: bytes, arrived: float) -> None:
         """Keep a frame message for :meth:`_settle`, which runs when the held frames would fill the
-        ring's batch or the first of them has waited ``max_wait_s``. The receive timeout is
-        lowered as that moment nears (within a millisecond), so a stream that stops does not
-        keep them waiting longer."""
+        ring's batch or the first of them has waited ``max_wait_s``. The payload is copied now,
+        while it is in the cache, into the scan's staging rows (one of the wrong size goes to the
+        reference decoder instead). The receive timeout is lowered as the deadline nears (within
+        a millisecond), so a stream that stops does not keep the held frames waiting longer."""
         held = self._held_headers
+        size = self._stage_row_bytes
+        if len(payload) != size:
+            self._settle()
+            self._on_message([header, payload])
+            return
         if not held:
             self._held_due = arrived + self._ring.max_wait_s
             self._held_limit = self._ring.room()
             self._recheck_after = -math.inf
+        start = len(held) * size
+        self._stage_raw[start:start + size] = payload
         held.append(header)
-        self._held_payloads.append(payload)
         self._held_arrived.append(arrived)
         if len(held) >= self._held_limit:
             self._settle()
@@ -350,13 +359,14 @@ class Receiver:
         into the ring together, the rest through the reference decoder one by one."""
         if not self._held_headers:
             return
-        headers, payloads = self._held_headers, self._held_payloads
+        headers = self._held_headers
         arrived = np.array(self._held_arrived)
-        self._held_headers, self._held_payloads, self._held_arrived = [], [], []
+        self._held_headers, self._held_arrived = [], []
         scan = self._scan  # frames are held only while a scan is open, and settled before it closes
-        matched = scan.layout.match(headers, payloads)
+        frames = scan.stage[:len(headers)]
+        matched = scan.layout.match(headers, frames)
         for k in np.flatnonzero(~matched.ok):
-            self._on_message([headers[k], payloads[k]])
+            self._on_message([headers[k], frames[k]])
         rows = np.flatnonzero(matched.ok)
         index = matched.index[rows]
         new = ~scan.seen[index]
@@ -377,7 +387,7 @@ class Receiver:
         received_t = arrived[rows] + (time.time() - time.monotonic())
         self._last_message_t = float(received_t[-1])
         self._note_message()
-        kept = [payloads[k] for k in rows]
+        kept = frames if rows.size == len(headers) else frames[rows]
         if self._tap is not None:
             for i, t, payload in zip(index.tolist(), matched.t[rows].tolist(), kept):
                 self._call_tap(Frame(scan.start.scan_id, i, t, memoryview(payload)))
@@ -479,7 +489,10 @@ class Receiver:
             return
         if scan is not None:
             self._finish_scan(scan, None, "superseded")
-        self._scan = _OpenScan(start, np.zeros(start.n_frames, dtype=bool), FrameLayout(start))
+        stage = np.empty((self._ring.batch_size, start.frame_nbytes), np.uint8)
+        self._scan = _OpenScan(start, np.zeros(start.n_frames, dtype=bool), FrameLayout(start), stage)
+        self._stage_raw = memoryview(stage).cast("B")
+        self._stage_row_bytes = start.frame_nbytes
         self._holding = False
         with self._lock:
             self._scan_id = start.scan_id

@@ -36,6 +36,12 @@ def reference(head: bytes, payload: bytes) -> tuple[int, float] | None:
     return frame.index, frame.t
 
 
+def rows_of(payloads) -> np.ndarray:
+    """Payloads as the receiver stages them: rows of bytes."""
+    rows = [np.frombuffer(p, np.uint8) for p in payloads]
+    return np.stack(rows) if rows else np.zeros((0, START.frame_nbytes), np.uint8)
+
+
 def learnt_layout(order: tuple[str, ...] = KEYS, start: ScanStart = START) -> FrameLayout:
     """A layout that has seen an accepted header of every index width a START index can have."""
     layout = FrameLayout(start)
@@ -52,7 +58,6 @@ messages = st.one_of(
     st.builds(lambda i: (header(i, 3.0, scan_id="scan-b"), GOOD_PAYLOAD), st.integers(0, 1199)),
     st.builds(lambda i: (header(i, 3.0, v=2), GOOD_PAYLOAD), st.integers(0, 1199)),
     st.builds(lambda i: (header(i, 3), GOOD_PAYLOAD), st.integers(0, 1199)),  # an integer t: valid, not canonical
-    st.builds(lambda i, n: (header(i, 3.0), bytes(n)), st.integers(0, 1199), st.integers(0, 40)),
     st.builds(lambda i, at, byte: (_flipped(header(i, 4.0), at, byte), GOOD_PAYLOAD), st.integers(0, 1199),
               st.integers(0, 60), st.integers(0, 255)),
     st.builds(lambda raw: (raw, GOOD_PAYLOAD), st.binary(max_size=60)),
@@ -68,8 +73,9 @@ def _flipped(head: bytes, at: int, byte: int) -> bytes:
 @given(st.lists(messages, min_size=1, max_size=30), st.permutations(KEYS))
 def test_the_layout_accepts_exactly_what_the_reference_decoder_accepts_in_its_encoding(batch, order):
     layout = learnt_layout(tuple(order))
-    heads = [h for h, _ in batch]
-    matched = layout.match(heads, [p for _, p in batch])
+    # The receiver sends a payload of another size than the scan's to the reference decoder itself.
+    batch = [(head, payload) for head, payload in batch if len(payload) == START.frame_nbytes]
+    matched = layout.match([h for h, _ in batch], rows_of(p for _, p in batch))
     for k, (head, payload) in enumerate(batch):
         expected = reference(head, payload)
         if matched.ok[k]:
@@ -85,7 +91,7 @@ def test_headers_in_another_encoding_teach_nothing_and_match_nothing():
     layout = FrameLayout(START)
     layout.learn(single, decode([single, GOOD_PAYLOAD]))
     assert not layout.learnt
-    assert not layout.match([single], [GOOD_PAYLOAD]).ok.any()
+    assert not layout.match([single], rows_of([GOOD_PAYLOAD])).ok.any()
 
 
 def test_float32_frames_with_a_nan_pixel_do_not_match():
@@ -93,11 +99,11 @@ def test_float32_frames_with_a_nan_pixel_do_not_match():
     layout = learnt_layout(start=start)
     clean = np.arange(4, dtype=np.float32).tobytes()
     dirty = np.array([0, math.nan, 1, 2], dtype=np.float32).tobytes()
-    matched = layout.match([header(1, 1.0), header(2, 1.0), header(3, 1.0)], [clean, dirty, clean])
+    matched = layout.match([header(1, 1.0), header(2, 1.0), header(3, 1.0)], rows_of([clean, dirty, clean]))
     assert matched.ok.tolist() == [True, False, True]
 
 
 def test_a_negative_index_in_the_bytes_of_a_small_one_does_not_match():
     negative = header(-27, 1.0)  # msgpack's negative fixint: one byte, like index 5's
     assert len(negative) == len(header(5, 1.0)) and reference(negative, GOOD_PAYLOAD) is None
-    assert not learnt_layout().match([negative], [GOOD_PAYLOAD]).ok.any()
+    assert not learnt_layout().match([negative], rows_of([GOOD_PAYLOAD])).ok.any()
