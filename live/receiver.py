@@ -402,7 +402,7 @@ class Receiver:
                 self._settle()
                 self._ring.flush()
             else:
-                sleep = held_left
+                sleep = min(sleep, held_left)
         due = self._ring.flush_due()
         if due is not None:
             sleep = min(sleep, due)

@@ -471,6 +471,25 @@ def test_stopping_mid_scan_finishes_it_and_keeps_what_arrived(publisher: Publish
     assert receiver.get(timeout=0) is None
 
 
+def test_stopping_keeps_frames_held_for_their_batch_check_and_does_not_wait_for_it(publisher: Publisher) -> None:
+    """Frames after the first are held until their batch would fill or ``max_wait_s`` passes; a stop
+    in between ends the thread within a poll tick and still hands them over."""
+    receiver = Receiver(publisher.url, batch_size=64, max_wait_s=60.0, silence_s=60.0)
+    receiver.start()
+    start = scan("held")
+    handshake(publisher, receiver, start)
+    for index in range(5):
+        publisher.frame(start, index)
+    time.sleep(0.5)  # time for the frames to arrive; held ones are counted only when checked
+    receiver.stop(timeout=10)
+    assert not receiver._thread.is_alive()
+    stream = read(receiver, finished(1))
+
+    assert stream.finished == [ScanFinished(start, None, 5, "stopped")]
+    assert sorted(stream.indices("held")) == list(range(5))
+    assert_frames_match(stream, start)
+
+
 def test_the_state_follows_the_connection() -> None:
     probe = Publisher()
     url = probe.url
