@@ -29,7 +29,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -123,6 +123,10 @@ class _OpenScan:
     stage: np.ndarray  # (batch size, frame bytes) uint8: held frames' payloads, copied as they arrive
     accepted: int = 0
     max_index: int = -1
+    stage_raw: memoryview = field(init=False)  # the stage as bytes: a payload goes in by one memcpy
+
+    def __post_init__(self) -> None:
+        self.stage_raw = memoryview(self.stage).cast("B")
 
 
 class Receiver:
@@ -171,8 +175,6 @@ class Receiver:
         self._last_message_mono = 0.0
         self._timeout_ms = -1
         self._held_headers: list[bytes] = []  # frame messages waiting to be checked a batch at a time
-        self._stage_raw = memoryview(bytearray())  # their payloads: the open scan's stage, as bytes
-        self._stage_row_bytes = 0
         self._held_arrived: list[float] = []  # time.monotonic() of each
         self._held_due = 0.0
         self._held_limit = 0  # how many fill the ring's batch
@@ -333,7 +335,8 @@ class Receiver:
         reference decoder instead). The receive timeout is lowered as the deadline nears (within
         a millisecond), so a stream that stops does not keep the held frames waiting longer."""
         held = self._held_headers
-        size = self._stage_row_bytes
+        scan = self._scan
+        size = scan.start.frame_nbytes
         if len(payload) != size:
             self._settle()
             self._on_message([header, payload])
@@ -343,7 +346,7 @@ class Receiver:
             self._held_limit = self._ring.room()
             self._recheck_after = -math.inf
         start = len(held) * size
-        self._stage_raw[start:start + size] = payload
+        scan.stage_raw[start:start + size] = payload
         held.append(header)
         self._held_arrived.append(arrived)
         if len(held) >= self._held_limit:
@@ -453,7 +456,7 @@ class Receiver:
             with self._lock:
                 self._state = "waiting" if self._state == "connecting" else "receiving"
 
-    def _on_frame(self, frame: Frame, received_t: float, header: object) -> None:
+    def _on_frame(self, frame: Frame, received_t: float, header: bytes) -> None:
         scan = self._scan
         if scan is None:
             self._reject("unknown_scan", f"frame of scan {frame.scan_id!r} before any scan_start of it")
@@ -471,9 +474,8 @@ class Receiver:
         if frame.index > scan.max_index:
             scan.max_index = frame.index
         self._frames_received += 1
-        if type(header) is bytes:  # a header length the layout has not seen yet (it tries each once)
-            scan.layout.learn(header, frame)
-            self._holding = scan.layout.learnt
+        scan.layout.learn(header, frame)  # a dict lookup for a header length it has tried already
+        self._holding = scan.layout.learnt
         if self._tap is not None:
             self._call_tap(frame)
         self._ring.put_frame(frame.index, frame.payload, frame.t, received_t)
@@ -491,8 +493,6 @@ class Receiver:
             self._finish_scan(scan, None, "superseded")
         stage = np.empty((self._ring.batch_size, start.frame_nbytes), np.uint8)
         self._scan = _OpenScan(start, np.zeros(start.n_frames, dtype=bool), FrameLayout(start), stage)
-        self._stage_raw = memoryview(stage).cast("B")
-        self._stage_row_bytes = start.frame_nbytes
         self._holding = False
         with self._lock:
             self._scan_id = start.scan_id
