@@ -2,10 +2,12 @@
 
 The receiver (the producer) copies each accepted frame once, from the ZeroMQ buffer
 straight into a row of the batch being filled, so nothing else allocates or copies per
-frame. A batch is handed to the consumer when it is full, so a flood of frames fills
-batches, or when ``max_wait_s`` has passed since its first frame, so a trickle still
-paints promptly. Batches and scan events come out of :meth:`BatchRing.get` in one ordered
-stream: a consumer sees a scan's start, its batches and its end in the order they arrived.
+frame: a frame either goes in whole (:meth:`BatchRing.put_frame`) or is received into a row
+that :meth:`BatchRing.open_rows` lends and then kept (:meth:`BatchRing.commit`). A batch
+is handed to the consumer when it is full, so a flood of frames fills batches, or when
+``max_wait_s`` has passed since its first frame, so a trickle still paints promptly.
+Batches and scan events come out of :meth:`BatchRing.get` in one ordered stream: a consumer
+sees a scan's start, its batches and its end in the order they arrived.
 
 When every slot is taken the ring either drops the frame and counts it (``"drop"``, for
 SUB: the live map must not fall ever further behind the beam) or makes the producer wait
@@ -41,6 +43,7 @@ class _Slot:
     raw: memoryview = field(init=False)
     row_bytes: int = field(init=False)
     byte_rows: np.ndarray = field(init=False)
+    row_views: list[memoryview] = field(init=False)
     scan_id: str = ""
     n: int = 0
     deadline: float = 0.0
@@ -51,6 +54,27 @@ class _Slot:
         self.raw = memoryview(self.frames).cast("B")
         self.row_bytes = self.raw.nbytes // self.frames.shape[0]
         self.byte_rows = self.frames.reshape(self.frames.shape[0], -1).view(np.uint8)
+        self.row_views = row_views(self.byte_rows)
+
+
+def row_views(byte_rows: np.ndarray) -> list[memoryview]:
+    """A writable byte view of each row of a C-contiguous uint8 array, made once so that a frame
+    can be received into its row (``socket.recv_into``) without a view made per frame."""
+    raw = memoryview(byte_rows).cast("B")
+    size = byte_rows.shape[1]
+    return [raw[start:start + size] for start in range(0, raw.nbytes, size)]
+
+
+@dataclass(frozen=True, eq=False)
+class OpenRows:
+    """The rows of the batch being filled that are still free (from :meth:`BatchRing.open_rows`):
+    as byte views to receive into and as one ``(rows, row bytes)`` uint8 array. The batch is due
+    at ``deadline`` (``time.monotonic()``), which may be sooner than ``max_wait_s`` from now when
+    it already holds frames."""
+
+    views: list[memoryview]
+    array: np.ndarray
+    deadline: float
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,8 +97,9 @@ class Batch:
 class BatchRing:
     """``n_slots`` buffers of ``(batch_size, h, w)`` frames, filled by one producer and drained by one consumer.
 
-    Producer side (one thread): :meth:`configure` at every scan start, :meth:`put_frame`,
-    :meth:`put_event`, and :meth:`flush_due` when idle. Consumer side (any one thread):
+    Producer side (one thread): :meth:`configure` at every scan start, :meth:`put_frame` (or
+    :meth:`put_frames`, or :meth:`open_rows` then :meth:`commit`), :meth:`put_event`, and
+    :meth:`flush_due` when idle. Consumer side (any one thread):
     :meth:`get` and :meth:`release`. One lock with two conditions (items to read, space to
     write) makes it thread-safe; nobody polls.
 
@@ -149,6 +174,7 @@ class BatchRing:
         """
         slot = self._open or self._open_slot(time.monotonic())
         if slot is None:
+            self._count_dropped(1)
             return False
         row = slot.n
         start = row * slot.row_bytes
@@ -176,25 +202,45 @@ class BatchRing:
         while placed < len(frames):
             slot = self._open or self._open_slot(float(arrived[placed]))
             if slot is None:
-                with self._items:
-                    self._dropped += len(frames) - placed - 1  # _open_slot counted the first
+                self._count_dropped(len(frames) - placed)
                 return placed
             take = min(len(frames) - placed, self.batch_size - slot.n)
             rows, chosen = slice(slot.n, slot.n + take), slice(placed, placed + take)
             slot.byte_rows[rows] = frames[chosen]
-            slot.indices[rows] = indices[chosen]
-            slot.sent_t[rows] = sent_t[chosen]
-            slot.received_t[rows] = received_t[chosen]
-            slot.n += take
+            self._fill(slot, take, indices[chosen], sent_t[chosen], received_t[chosen])
             placed += take
-            if slot.n == self.batch_size or time.monotonic() >= slot.deadline:
-                self.flush()
         return placed
 
-    def room(self) -> int:
-        """Frames the batch being filled still takes (a whole batch when none is open)."""
+    def open_rows(self, arrived: float) -> OpenRows | None:
+        """Lend the free rows of the batch being filled (opening one, due ``max_wait_s`` after
+        ``arrived``, if none is), so that frames can be received straight into them; None when no
+        slot is free ("drop" mode) or a wait for one was interrupted. Until :meth:`commit`, the
+        producer must not put frames, events or flush."""
+        slot = self._open or self._open_slot(arrived)
+        if slot is None:
+            return None
+        return OpenRows(slot.row_views[slot.n:], slot.byte_rows[slot.n:], slot.deadline)
+
+    def commit(self, rows: np.ndarray, indices: np.ndarray, sent_t: np.ndarray, received_t: np.ndarray) -> None:
+        """Keep the frames received into the lent rows at positions ``rows`` (ascending, counted
+        from the first lent row) and give the other lent rows back; the batch goes out if that
+        fills it or it is due."""
         slot = self._open
-        return self.batch_size if slot is None else self.batch_size - slot.n
+        take = len(rows)
+        if take and rows[-1] != take - 1:  # some lent rows are not kept: close the gaps
+            slot.byte_rows[slot.n:slot.n + take] = slot.byte_rows[slot.n + rows]
+        self._fill(slot, take, indices, sent_t, received_t)
+
+    def _fill(self, slot: _Slot, take: int, indices: np.ndarray, sent_t: np.ndarray, received_t: np.ndarray) -> None:
+        """Record ``take`` frames just written after the slot's first ``n``, and hand the batch out
+        if it is full or due (or give the slot back if it is still empty)."""
+        rows = slice(slot.n, slot.n + take)
+        slot.indices[rows] = indices
+        slot.sent_t[rows] = sent_t
+        slot.received_t[rows] = received_t
+        slot.n += take
+        if slot.n == self.batch_size or time.monotonic() >= slot.deadline:
+            self.flush()
 
     def put_event(self, event: object) -> None:
         """Append a scan event to the stream, after the batch in progress (which is handed out first)."""
@@ -210,6 +256,11 @@ class BatchRing:
             return
         self._open = None
         n = slot.n
+        if n == 0:  # lent rows that received nothing to keep: the slot is free again
+            with self._space:
+                self._free.append(slot)
+                self._space.notify()
+            return
         batch = Batch(slot.scan_id, n, slot.frames[:n], slot.indices[:n], slot.sent_t[:n], slot.received_t[:n],
                       slot)
         with self._items:
@@ -259,8 +310,12 @@ class BatchRing:
 
     # ---- internals -----------------------------------------------------------------
 
+    def _count_dropped(self, frames: int) -> None:
+        with self._items:
+            self._dropped += frames
+
     def _open_slot(self, arrived: float) -> _Slot | None:
-        """Start filling a free slot, due ``max_wait_s`` after ``arrived`` (monotonic); None if dropped."""
+        """Start filling a free slot, due ``max_wait_s`` after ``arrived`` (monotonic); None if none is free."""
         slot = self._acquire()
         if slot is not None:
             slot.scan_id = self._scan_id
@@ -270,13 +325,13 @@ class BatchRing:
         return slot
 
     def _acquire(self) -> _Slot | None:
-        """A free slot of the current layout, waiting for one in "block" mode."""
+        """A free slot of the current layout, waiting for one in "block" mode; None if there is none
+        ("drop" mode) or the wait was interrupted."""
         with self._space:
             if self._layout is None:
                 raise RuntimeError("put_frame before configure: the ring does not know the frame shape")
             while not self._free and self._allocated >= self.n_slots:
                 if self.mode == "drop" or self._interrupted:
-                    self._dropped += 1
                     return None
                 self._space.wait()
             if self._free:

@@ -100,7 +100,8 @@ class FrameLayout:
                 if rows.size == 0:
                     continue
                 block = data[starts[rows, None] + np.arange(length)]
-            fits = ~((block ^ template.values) & template.fixed).any(axis=1)
+            differs = (block ^ template.values) & template.fixed
+            fits = ~differs.any(axis=1) if differs.any() else np.ones(len(block), bool)  # rows rarely differ
             value = _big_endian(block, template.index_at, template.index_width, np.uint64).astype(np.int64)
             if template.fixint:
                 fits &= value < 0x80

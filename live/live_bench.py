@@ -32,7 +32,7 @@ from diffstream.engines import Engine
 from .batch_ring import Batch
 from .pipeline import LivePipeline
 from .protocol import ScanEnd, decode
-from .receiver import Receiver, ScanFinished
+from .receiver import RECEIVE_HWM, Receiver, ScanFinished
 
 COLS = 100
 LATENCY_SECONDS = 3.0
@@ -103,12 +103,15 @@ def socket_ceiling(settings: BenchSettings) -> float:
     """Frames/s a bare PULL loop receives from the bench sender: nothing decoded, nothing copied.
 
     It reads each message with the receiver's own socket calls, ``recv`` and ``RCVMORE`` (about
-    a microsecond cheaper a message than ``recv_multipart``), so the ceiling is what the socket
-    gives a Python loop that keeps the messages apart and does nothing else.
+    a microsecond cheaper a message than ``recv_multipart``), from a socket with the receiver's
+    queue depth (``RCVHWM``: a queue ten times deeper than ZeroMQ's default measured 14 % slower
+    on 2 cores), so the ceiling is what that socket gives a Python loop that keeps the messages
+    apart and does nothing else.
     """
     with _Sender(settings, rate=0.0, frames=settings.frames * SOCKET_RUN_FACTOR) as sender, zmq.Context() as context:
         socket = context.socket(zmq.PULL)
         socket.setsockopt(zmq.LINGER, 0)
+        socket.setsockopt(zmq.RCVHWM, RECEIVE_HWM)
         socket.connect(sender.endpoint)
         recv, get, more = socket.recv, socket.get, zmq.RCVMORE
         count, first, last = 0, 0.0, 0.0

@@ -15,11 +15,14 @@ empty; a blocking ``recv`` does not. A message's parts are read with ``recv`` an
 ``RCVMORE``, as ``recv_multipart`` does, without its per-message Python.
 
 Once the reference decoder has accepted a frame of the open scan, later frame messages are
-held as they come and checked a batch at a time against that frame's header layout
-(:mod:`.frame_layout`), then copied into the ring together: the per-message work left is
-what a bare receive loop does. A held batch goes on when it would fill the ring's batch,
-when its first frame has waited ``max_wait_s``, at a quiet moment, or before any other
-message, so batches and scan events keep their order and their deadlines.
+held as they come, in a loop of their own (:meth:`Receiver._receive_frames`): each payload is
+received straight into the next free row of the ring's batch being filled (``recv_into``:
+the one copy, out of ZeroMQ's buffer), and the headers are checked a batch at a time against
+that frame's header layout (:mod:`.frame_layout`), after which the ring keeps the rows of
+the frames that fit. Per message, little is left beyond what a bare receive loop does. Held
+frames are checked when they fill the ring's batch, when the first of them has waited
+``max_wait_s``, or before any other message, so batches and scan events keep their order
+and their deadlines.
 """
 from __future__ import annotations
 
@@ -36,7 +39,7 @@ import numpy as np
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from .batch_ring import Allocate, Batch, BatchRing
+from .batch_ring import Allocate, Batch, BatchRing, row_views
 from .frame_layout import FrameLayout
 from .protocol import REASONS, Frame, Message, ProtocolError, ScanEnd, ScanStart, check_frame, decode
 
@@ -51,6 +54,10 @@ already arrived, and a scan_start that reuses the open scan's id with different 
 
 REJECT_REASONS = REASONS + RECEIVER_REASONS
 """Every key of :attr:`ReceiverStats.rejected`."""
+
+RECEIVE_HWM = 10_000
+"""Messages ZeroMQ queues ahead of the receiver (``RCVHWM``): what a SUB socket absorbs before
+it drops (half a second at 20,000 frames/s) when the engine stalls for a moment."""
 
 POLL_TICK_S = 0.1
 """Longest wait in ``recv``: how quickly the thread notices :meth:`Receiver.stop`, and how often
@@ -120,13 +127,13 @@ class _OpenScan:
     start: ScanStart
     seen: np.ndarray  # bool per scan index; np.zeros is lazily backed, so a huge scan costs what arrives
     layout: FrameLayout
-    stage: np.ndarray  # (batch size, frame bytes) uint8: held frames' payloads, copied as they arrive
+    stage: np.ndarray  # (batch size, frame bytes) uint8: rows for held frames when the ring has none free
     accepted: int = 0
     max_index: int = -1
-    stage_raw: memoryview = field(init=False)  # the stage as bytes: a payload goes in by one memcpy
+    stage_views: list[memoryview] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.stage_raw = memoryview(self.stage).cast("B")
+        self.stage_views = row_views(self.stage)
 
 
 class Receiver:
@@ -146,7 +153,7 @@ class Receiver:
     """
 
     def __init__(self, url: str, *, socket_type: Literal["sub", "pull"] = "sub", batch_size: int = 256,
-                 max_wait_s: float = 0.02, n_slots: int = 8, rcvhwm: int = 10_000, silence_s: float = 2.0,
+                 max_wait_s: float = 0.02, n_slots: int = 8, rcvhwm: int = RECEIVE_HWM, silence_s: float = 2.0,
                  tap: Callable[[Message], object] | None = None, allocate: Allocate | None = None,
                  security: CurveClient | None = None) -> None:
         _check_url(url)
@@ -176,10 +183,11 @@ class Receiver:
         self._timeout_ms = -1
         self._held_headers: list[bytes] = []  # frame messages waiting to be checked a batch at a time
         self._held_arrived: list[float] = []  # time.monotonic() of each
+        self._held_rows: list[memoryview] = []  # where their payloads are received: the ring's lent rows ...
+        self._held_array = np.empty((0, 0), np.uint8)  # ... (the same rows as one array) ...
+        self._held_in_ring = False  # ... or, with no ring slot free, the open scan's staging rows
         self._held_due = 0.0
-        self._held_limit = 0  # how many fill the ring's batch
         self._holding = False  # whether frames are held: a scan is open and its header layout learnt
-        self._recheck_after = math.inf  # monotonic time after which the receive timeout must come down
         self._logged: set[str] = set()
         self._stopping = threading.Event()
         self._socket, self._monitor = self._connect(url, socket_type, rcvhwm, security)
@@ -290,86 +298,127 @@ class Receiver:
     def _receive(self) -> None:
         socket = self._socket
         recv, get, more = socket.recv, socket.get, zmq.RCVMORE
-        look_at_timers = True
         while not self._stopping.is_set():
-            if look_at_timers:
-                self._wait_at_most(self._timers(), exactly=True)
+            self._wait_at_most(self._timers())
             try:
                 header = recv()
             except zmq.Again:
-                with self._lock:
-                    self._wakeups += 1
-                if self._monitor is not None:
-                    self._read_monitor()
-                look_at_timers = True
+                self._quiet()
                 continue
             arrived = time.monotonic()
             self._last_message_mono = arrived
-            if not get(more):
-                parts = [header]
-            else:  # the rest of the message is already here
-                payload = recv()
-                if not get(more) and self._holding:
-                    self._hold(header, payload, arrived)  # the common case: a frame of the open scan
-                    look_at_timers = False
-                    continue
-                parts = [header, payload]
-                while get(more):
-                    parts.append(recv())
+            if self._holding and get(more):  # the common case: a frame of the open scan, and more behind it
+                self._receive_frames(header, arrived)
+                continue
+            parts = [header]
+            while get(more):
+                parts.append(recv())
             self._settle()
             self._on_message(parts)
-            look_at_timers = True
 
-    def _wait_at_most(self, wait_ms: int, *, exactly: bool = False) -> None:
-        """Make the next ``recv`` wait no longer than ``wait_ms`` (exactly that with ``exactly``);
-        a socket option costs a microsecond, so it is set only when it changes."""
-        if wait_ms != self._timeout_ms and (exactly or wait_ms < self._timeout_ms):
+    def _wait_at_most(self, wait_ms: int) -> None:
+        """Make the next ``recv`` wait no longer than ``wait_ms``; a socket option costs a
+        microsecond, so it is set only when it changes."""
+        if wait_ms != self._timeout_ms:
             self._socket.setsockopt(zmq.RCVTIMEO, wait_ms)
             self._timeout_ms = wait_ms
-        self._recheck_after = self._held_due - wait_ms * 1e-3 + 1e-3 if self._held_headers else math.inf
 
-    def _hold(self, header: bytes, payload: bytes, arrived: float) -> None:
-        """Keep a frame message for :meth:`_settle`, which runs when the held frames would fill the
-        ring's batch or the first of them has waited ``max_wait_s``. The payload is copied now,
-        while it is in the cache, into the scan's staging rows (one of the wrong size goes to the
-        reference decoder instead). The receive timeout is lowered as the deadline nears (within
-        a millisecond), so a stream that stops does not keep the held frames waiting longer."""
-        held = self._held_headers
-        scan = self._scan
-        size = scan.start.frame_nbytes
-        if len(payload) != size:
-            self._settle()
-            self._on_message([header, payload])
-            return
-        if not held:
+    def _quiet(self) -> None:
+        """A wait in ``recv`` ended without a message: count it, and read the connection events."""
+        with self._lock:
+            self._wakeups += 1
+        if self._monitor is not None:
+            self._read_monitor()
+
+    def _receive_frames(self, header: bytes, arrived: float) -> None:
+        """Receive a run of frame messages of the open scan, starting with the one whose header just
+        came: each payload straight into the next held row (``recv_into``), each header kept for
+        :meth:`_settle`. This is the receiver's hot loop, so it works on locals only.
+
+        The run ends when the held rows are full or due (they are settled then), when nothing
+        comes in the time left until then, after :data:`POLL_TICK_S` (so that :meth:`stop` and
+        the timers are looked at), or at a message that is not a two-part frame of the scan's
+        size (it goes to the reference decoder). The receive timeout comes down as the deadline
+        nears, within a millisecond, so a stream that stops does not keep held frames waiting.
+        """
+        socket = self._socket
+        recv, recv_into, get, more = socket.recv, socket.recv_into, socket.get, zmq.RCVMORE
+        monotonic = time.monotonic
+        headers, stamps = self._held_headers, self._held_arrived
+        if not headers:
+            self._lend_rows(arrived)
+        rows, due = self._held_rows, self._held_due
+        full, size = len(rows), len(rows[0])
+        until = min(due, arrived + POLL_TICK_S)
+        recheck = -math.inf  # when the receive timeout must next come down
+        try:
+            while True:
+                row = rows[len(headers)]
+                received = recv_into(row)
+                if received != size or get(more):
+                    self._refer(header, row, received)
+                    return
+                headers.append(header)
+                stamps.append(arrived)
+                if len(headers) == full or arrived >= until:
+                    break
+                if arrived > recheck:
+                    self._wait_at_most(max(1, math.ceil((until - arrived) * 1e3)))
+                    recheck = until - self._timeout_ms * 1e-3 + 1e-3
+                try:
+                    header = recv()
+                except zmq.Again:
+                    self._quiet()
+                    break
+                arrived = monotonic()
+                if not get(more):
+                    self._settle()
+                    self._on_message([header])
+                    return
+            if len(headers) == full or arrived >= due:
+                self._settle()
+                if arrived >= due:
+                    self._ring.flush()
+        finally:
+            self._last_message_mono = arrived
+
+    def _lend_rows(self, arrived: float) -> None:
+        """Rows for the frames about to be held: the free rows of the ring's batch being filled or,
+        when no slot is free (SUB under back-pressure, or stopping), the open scan's staging rows,
+        which :meth:`_settle` offers to the ring again."""
+        lent = self._ring.open_rows(arrived)
+        if lent is not None:
+            self._held_rows, self._held_array, self._held_due = lent.views, lent.array, lent.deadline
+        else:
+            scan = self._scan
+            self._held_rows, self._held_array = scan.stage_views, scan.stage
             self._held_due = arrived + self._ring.max_wait_s
-            self._held_limit = self._ring.room()
-            self._recheck_after = -math.inf
-        start = len(held) * size
-        scan.stage_raw[start:start + size] = payload
-        held.append(header)
-        self._held_arrived.append(arrived)
-        if len(held) >= self._held_limit:
-            self._settle()
-        elif arrived >= self._held_due:
-            self._settle()
-            self._ring.flush()
-        elif arrived > self._recheck_after:
-            self._wait_at_most(max(1, math.ceil((self._held_due - arrived) * 1e3)))
+        self._held_in_ring = lent is not None
+
+    def _refer(self, header: bytes, row: memoryview, size: int) -> None:
+        """Hand a message the held path cannot take to the reference decoder, after the frames held
+        before it. Its second part went into ``row``, cut to the row when longer: such a message is
+        refused whatever that part holds (for its size, or for its number of parts), so zeros of
+        the part's length stand in for what was cut."""
+        payload = row[:size] if size <= len(row) else bytes(size)
+        parts = [header, payload]
+        while self._socket.get(zmq.RCVMORE):
+            parts.append(self._socket.recv())
+        self._settle()
+        self._on_message(parts)
 
     def _settle(self) -> None:
-        """Check the held frames against the open scan's layout; those it matches and that are new go
-        into the ring together, the rest through the reference decoder one by one."""
-        if not self._held_headers:
-            return
+        """Check the held frames against the open scan's layout; the ring keeps those it matches and
+        that are new, and the rest go through the reference decoder one by one."""
         headers = self._held_headers
+        if not headers:
+            return
         arrived = np.array(self._held_arrived)
         self._held_headers, self._held_arrived = [], []
         scan = self._scan  # frames are held only while a scan is open, and settled before it closes
-        frames = scan.stage[:len(headers)]
+        frames = self._held_array[:len(headers)]
         matched = scan.layout.match(headers, frames)
-        for k in np.flatnonzero(~matched.ok):
-            self._on_message([headers[k], frames[k]])
+        odd = [[headers[k], bytes(frames[k])] for k in np.flatnonzero(~matched.ok)]  # copied: rows get reused
         rows = np.flatnonzero(matched.ok)
         index = matched.index[rows]
         new = ~scan.seen[index]
@@ -381,34 +430,37 @@ class Receiver:
                                             "again", count=repeated)
             rows, index = rows[new], index[new]
         self._messages += int(matched.ok.sum())
-        if rows.size == 0:
-            return
-        scan.seen[index] = True
-        scan.accepted += rows.size
-        scan.max_index = max(scan.max_index, int(index.max()))
-        self._frames_received += rows.size
+        t = matched.t[rows]
         received_t = arrived[rows] + (time.time() - time.monotonic())
-        self._last_message_t = float(received_t[-1])
-        self._note_message()
-        kept = frames if rows.size == len(headers) else frames[rows]
-        if self._tap is not None:
-            for i, t, payload in zip(index.tolist(), matched.t[rows].tolist(), kept):
-                self._call_tap(Frame(scan.start.scan_id, i, t, memoryview(payload)))
-        self._ring.put_frames(index, kept, matched.t[rows], received_t, arrived[rows])
+        if rows.size:
+            scan.seen[index] = True
+            scan.accepted += rows.size
+            scan.max_index = max(scan.max_index, int(index.max()))
+            self._frames_received += rows.size
+            self._last_message_t = float(received_t[-1])
+            self._note_message()
+            if self._tap is not None:
+                for i, sent, payload in zip(index.tolist(), t.tolist(), frames[rows]):
+                    self._call_tap(Frame(scan.start.scan_id, i, sent, memoryview(payload)))
+        if self._held_in_ring:
+            self._ring.commit(rows, index, t, received_t)
+        elif rows.size:
+            self._ring.put_frames(index, frames[rows], t, received_t, arrived[rows])
+        for parts in odd:
+            self._on_message(parts)
 
     def _timers(self) -> int:
         """Hand out a batch whose wait is up and notice silence; milliseconds the next receive may wait."""
         sleep = POLL_TICK_S
-        if self._held_headers:
-            held_left = self._held_due - time.monotonic()
-            if held_left <= 0:
-                self._settle()
-                self._ring.flush()
-            else:
-                sleep = min(sleep, held_left)
-        due = self._ring.flush_due()
-        if due is not None:
-            sleep = min(sleep, due)
+        if self._held_headers and self._held_due <= time.monotonic():
+            self._settle()
+            self._ring.flush()
+        if self._held_headers:  # they sit in the ring's batch being filled, which is due when they are
+            sleep = min(sleep, self._held_due - time.monotonic())
+        else:
+            due = self._ring.flush_due()
+            if due is not None:
+                sleep = min(sleep, due)
         if self._state == "receiving":
             quiet_left = self._last_message_mono + self.silence_s - time.monotonic()
             if quiet_left <= 0:

@@ -104,6 +104,53 @@ def test_drop_mode_drops_and_counts_frames_when_every_slot_is_taken() -> None:
     assert list(ring.get(timeout=0).indices) == [2, 3]
 
 
+def test_put_frames_keeps_what_fits_and_counts_every_frame_it_drops() -> None:
+    ring = make_ring(batch_size=2, n_slots=1, mode="drop")
+    frames = np.stack([np.frombuffer(payload(index), np.uint8) for index in range(5)])
+    times = np.arange(5.0)
+    assert ring.put_frames(np.arange(5), frames, times, times, times) == 2
+    assert ring.dropped == 3
+    batch = ring.get(timeout=0)
+    assert list(batch.indices) == [0, 1]
+    np.testing.assert_array_equal(batch.frames.reshape(2, -1), frames[:2])
+
+
+def test_frames_received_into_lent_rows_are_kept_in_place_with_the_gaps_closed() -> None:
+    ring = make_ring(batch_size=4)
+    put(ring, 7)
+    lent = ring.open_rows(time.monotonic())
+    assert len(lent.views) == 3 and lent.array.shape == (3, SHAPE[0] * SHAPE[1])
+    for view, index in zip(lent.views, (20, 21, 22)):
+        view[:] = payload(index)  # what recv_into does
+    np.testing.assert_array_equal(lent.array[1], np.frombuffer(payload(21), np.uint8))
+    ring.commit(np.array([0, 2]), np.array([20, 22]), np.array([1020.0, 1022.0]), np.array([2020.0, 2022.0]))
+    assert ring.get(timeout=0) is None  # three of four rows taken
+    put(ring, 30)
+    batch = ring.get(timeout=0)
+    assert list(batch.indices) == [7, 20, 22, 30]
+    for row, index in enumerate(batch.indices):
+        np.testing.assert_array_equal(batch.frames[row], np.frombuffer(payload(int(index)), np.uint8).reshape(SHAPE))
+    np.testing.assert_array_equal(batch.sent_t, 1000.0 + batch.indices)
+    np.testing.assert_array_equal(batch.received_t, 2000.0 + batch.indices)
+
+
+def test_lent_rows_that_keep_nothing_give_the_slot_back_and_no_empty_batch_goes_out() -> None:
+    ring = make_ring(batch_size=2, n_slots=1)
+    lent = ring.open_rows(time.monotonic())
+    ring.commit(np.array([], np.int64), np.array([], np.int64), np.array([]), np.array([]))
+    ring.flush()
+    assert ring.get(timeout=0) is None
+    assert put(ring, 0) and put(ring, 1)  # the only slot is free again
+    assert list(ring.get(timeout=0).indices) == [0, 1] and len(lent.views) == 2
+
+
+def test_no_rows_are_lent_when_every_slot_is_taken_and_nothing_counts_as_dropped() -> None:
+    ring = make_ring(batch_size=1, n_slots=1, mode="drop")
+    put(ring, 0)
+    assert ring.open_rows(time.monotonic()) is None
+    assert ring.dropped == 0
+
+
 def test_block_mode_makes_the_producer_wait_for_a_released_slot() -> None:
     ring = make_ring(batch_size=2, n_slots=1, mode="block")
     done = threading.Event()

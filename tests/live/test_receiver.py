@@ -284,6 +284,31 @@ def test_malformed_messages_are_counted_and_logged_once_while_the_scan_completes
         assert sum(f"({reason})" in message for message in logged) == 1, (reason, logged)
 
 
+def test_second_parts_longer_than_a_frame_are_refused_for_what_the_whole_message_is(
+        publisher: Publisher, receivers) -> None:
+    """Held frames are received straight into ring rows, which cut a longer second part short;
+    the reason counted must still be the reference decoder's for the whole message."""
+    receiver = receivers(publisher.url, batch_size=4, max_wait_s=5.0)
+    start = scan("long", frame_shape=(8, 8))
+    handshake(publisher, receiver, start)
+    publisher.frame(start, 0)
+    frame = msgpack.packb({"v": 1, "type": "frame", "scan_id": start.scan_id, "index": 1, "t": 0.0})
+    good = pattern(start, 1).tobytes()
+    publisher.raw(frame, good * 2)
+    publisher.raw(frame, good * 2, good)
+    publisher.raw(b"\xc1", good * 2)
+    publisher.raw(msgpack.packb({"v": 1, "type": "scan_start", "scan_id": "other"}), good * 2)
+    for index in range(1, start.n_frames):
+        publisher.frame(start, index)
+    publisher.end(start, start.n_frames)
+    stream = read(receiver, finished(1))
+
+    assert sorted(stream.indices("long")) == list(range(start.n_frames))
+    assert_frames_match(stream, start)
+    expected = {"payload_size": 1, "wrong_part_count": 2, "not_msgpack": 1}
+    assert receiver.stats().rejected == {reason: expected.get(reason, 0) for reason in REJECT_REASONS}
+
+
 def test_a_subscriber_joining_mid_scan_starts_at_the_next_scan_start(publisher: Publisher, receivers) -> None:
     start = scan("late", scan_shape=(4, 5))
     publisher.start(start)
