@@ -232,8 +232,8 @@ class BatchRing:
         self._fill(slot, take, indices, sent_t, received_t)
 
     def _fill(self, slot: _Slot, take: int, indices: np.ndarray, sent_t: np.ndarray, received_t: np.ndarray) -> None:
-        """Record ``take`` frames just written after the slot's first ``n``, and hand the batch out
-        if it is full or due (or give the slot back if it is still empty)."""
+        """Record ``take`` frames just written after the slot's first ``n``, and flush the batch if
+        it is full or due (a due slot that holds nothing goes back to the free ones)."""
         rows = slice(slot.n, slot.n + take)
         slot.indices[rows] = indices
         slot.sent_t[rows] = sent_t
