@@ -50,6 +50,11 @@ class DataConfig:
     paper 1's point-group study: ``datasets.lattices.POINT_GROUP_PAIRS``)."""
     materials: tuple[str, ...] | str = PAPER1_TRAINING
     blind: tuple[str, ...] | str = BLIND_REST
+    random_structures_per_lattice: int = 0
+    """Random structures of each Bravais lattice added to ``materials`` (``random-<lattice>-<k>``,
+    :mod:`~diffstream.trainer.physics.random_structures`), so that a lattice is learnt from
+    more than two materials; EBSD lattice labels only. Their share of a lattice's patterns
+    follows ``material_weights`` like any material's."""
     orientation_phases: tuple[str, ...] = ("Ni", "Fe", "Ti")
     """Phases whose orientation is trained (and marked ``orientation`` in the card)."""
     patterns_per_lattice: int = 4096
@@ -217,6 +222,12 @@ def _check(section: Any, where: str) -> None:
     kind = getattr(section, "kind", "ebsd")
     if kind not in DATA_KINDS:
         raise ConfigError(f"{where}: kind must be one of {', '.join(DATA_KINDS)}, got {kind!r}")
+    randoms = getattr(section, "random_structures_per_lattice", 0)
+    if not isinstance(randoms, int) or randoms < 0:
+        raise ConfigError(f"{where}: random_structures_per_lattice must be an integer ≥ 0, got {randoms!r}")
+    if randoms and (kind != "ebsd" or section.labels != "lattice"):
+        raise ConfigError(f"{where}: random_structures_per_lattice widens EBSD lattice training only "
+                          f"(kind = \"ebsd\", labels = \"lattice\")")
     source = getattr(section, "source", "simulated")
     if source not in DATA_SOURCES:
         raise ConfigError(f"{where}: source must be one of {', '.join(DATA_SOURCES)}, got {source!r}")

@@ -39,6 +39,7 @@ from diffstream.trainer.config import BLIND_REST, PAPER1_TRAINING, ConfigError, 
 from diffstream.trainer.physics.catalogue import get_phase_entry
 from diffstream.trainer.physics.geometry import EBSDGeometry
 from diffstream.trainer.physics.master_pattern import kinematical_master_pattern, master_pattern_cache_key
+from diffstream.trainer.physics.random_structures import random_names
 
 from .lattices import DEMO_PHASES, LATTICES, ORDERING_CLASSES, blind_materials, class_index, training_materials
 from .sped_synthesis import SpedShardPlan, sped_geometry, synthesize_sped_shard
@@ -67,11 +68,12 @@ class SplitSpec:
 
 def resolve_materials(data: DataConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(training, blind) material names, canonical catalogue spelling, from the config's
-    lists or its keywords."""
+    lists or its keywords; the random structures it asks for train and are never blind."""
     if data.materials == PAPER1_TRAINING:
         training = training_materials()
     else:
         training = tuple(get_phase_entry(name).name for name in data.materials)
+    training += random_names(data.random_structures_per_lattice)
     if data.blind == BLIND_REST:
         blind = blind_materials(training)
     else:

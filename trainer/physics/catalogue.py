@@ -133,7 +133,12 @@ def catalogue() -> dict[str, PhaseEntry]:
 
 
 def get_phase_entry(name: str) -> PhaseEntry:
-    """Look a phase up by name or alias, ignoring case; unknown names suggest close ones."""
+    """Look a phase up by name or alias, ignoring case; unknown names suggest close ones.
+    ``random-<lattice>-<k>`` names a random structure of that lattice (:mod:`.random_structures`)."""
+    from .random_structures import is_random_name, random_entry  # it builds on this module's classes
+
+    if is_random_name(name):
+        return random_entry(name)
     by_key: dict[str, PhaseEntry] = {}
     for entry in catalogue().values():
         for key in (entry.name, *entry.aliases):
