@@ -2,9 +2,9 @@
 
 The ceilings are measured under the same conditions as the pipeline: the same sender (a
 child process streaming random frames of the model's input shape over loopback TCP with
-PUSH/PULL, so nothing is lost and every rate counts every frame), the same engine, the
-same machine at the same moment. Frame content does not change a network's cost, so
-random frames stand in for patterns.
+PUSH/PULL, so nothing is lost and every rate counts every frame), a socket with the
+receiver's queue depth, the same engine, the same machine at the same moment. Frame
+content does not change a network's cost, so random frames stand in for patterns.
 
 On a shared machine one run's rate can differ from the next by a quarter. So each
 comparison is made in ``rounds`` rounds that measure the ceiling and the stage back to
