@@ -59,10 +59,19 @@ ELEMENTS = ("C", "N", "O", "Na", "Mg", "Al", "Si", "P", "S", "Ca", "Ti", "Cr", "
 EDGE_A = (2.8, 6.0)
 """Cell edges (Å) drawn uniformly: the range of the catalogue's simple metals and compounds."""
 
+SPECIAL_RATIOS = (1.0, np.sqrt(2.0), np.sqrt(3.0))
+"""Edge ratios at which a centred or tetragonal cell is another lattice in disguise."""
 
-def random_names(per_lattice: int, lattices: tuple[str, ...] = BRAVAIS_LATTICES) -> tuple[str, ...]:
+RHOMBOHEDRAL_CUBIC_C_OVER_A = (np.sqrt(1.5), np.sqrt(6.0))
+"""c/a (hexagonal axes) of the rhombohedral cells that are cP and cF."""
+
+MARGIN = 0.05
+"""How far (relative) a drawn ratio keeps from each special one."""
+
+
+def random_names(per_lattice: int) -> tuple[str, ...]:
     """The names of ``per_lattice`` random structures of each lattice, in lattice order."""
-    return tuple(f"random-{lattice}-{k}" for lattice in lattices for k in range(per_lattice))
+    return tuple(f"random-{lattice}-{k}" for lattice in BRAVAIS_LATTICES for k in range(per_lattice))
 
 
 def is_random_name(name: str) -> bool:
@@ -102,7 +111,7 @@ def _cell(lattice: str, rng: np.random.Generator) -> tuple[float, float, float, 
     if system == "t":
         return (a, a, c, 90.0, 90.0, 90.0)
     if lattice == "hR":
-        return (a, a, a * _away_from(rng, (1.0, 4.0), (np.sqrt(1.5), np.sqrt(6.0))), 90.0, 90.0, 120.0)
+        return (a, a, a * _c_over_a(rng), 90.0, 90.0, 120.0)
     if system == "h":
         return (a, a, c, 90.0, 90.0, 120.0)
     if system == "o":
@@ -112,23 +121,21 @@ def _cell(lattice: str, rng: np.random.Generator) -> tuple[float, float, float, 
     return (a, b, c, *(float(v) for v in rng.uniform(75.0, 105.0, 3)))
 
 
-SPECIAL_RATIOS = (1.0, np.sqrt(2.0), np.sqrt(3.0))
-"""Edge ratios at which a centred or tetragonal cell is another lattice in disguise."""
-
-
 def _edges(rng: np.random.Generator) -> tuple[float, float, float]:
-    """Three edges whose every ratio is at least 5 % from :data:`SPECIAL_RATIOS`."""
+    """Three edges whose every ratio keeps clear of :data:`SPECIAL_RATIOS`."""
     while True:
         edges = rng.uniform(*EDGE_A, 3)
-        ratios = np.array([edges[i] / edges[j] for i in range(3) for j in range(3) if i != j])
-        if all(np.abs(ratios / r - 1.0).min() > 0.05 for r in SPECIAL_RATIOS):
+        if _clear_of([edges[i] / edges[j] for i in range(3) for j in range(3) if i != j], SPECIAL_RATIOS):
             return tuple(float(v) for v in edges)
 
 
-def _away_from(rng: np.random.Generator, bounds: tuple[float, float], avoid: tuple[float, ...]) -> float:
-    """A ratio drawn within ``bounds``, at least 5 % from each of ``avoid`` (for hR, the c/a of
-    the rhombohedral cells that are cP and cF)."""
+def _c_over_a(rng: np.random.Generator) -> float:
+    """An hR cell's c/a (hexagonal axes), clear of :data:`RHOMBOHEDRAL_CUBIC_C_OVER_A`."""
     while True:
-        value = float(rng.uniform(*bounds))
-        if all(abs(value / r - 1.0) > 0.05 for r in avoid):
+        value = float(rng.uniform(1.0, 4.0))
+        if _clear_of([value], RHOMBOHEDRAL_CUBIC_C_OVER_A):
             return value
+
+
+def _clear_of(ratios: list[float], special: tuple[float, ...]) -> bool:
+    return all(abs(ratio / value - 1.0) > MARGIN for ratio in ratios for value in special)
