@@ -310,11 +310,15 @@ class Receiver:
             if self._holding and get(more):  # the common case: a frame of the open scan, and more behind it
                 self._receive_frames(header, arrived)
                 continue
-            parts = [header]
-            while get(more):
-                parts.append(recv())
+            parts = self._with_rest([header])
             self._settle()
             self._on_message(parts)
+
+    def _with_rest(self, parts: list) -> list:
+        """``parts`` followed by the rest of the message's parts, which arrived with its first."""
+        while self._socket.get(zmq.RCVMORE):
+            parts.append(self._socket.recv())
+        return parts
 
     def _wait_at_most(self, wait_ms: int) -> None:
         """Make the next ``recv`` wait no longer than ``wait_ms``; a socket option costs a
@@ -400,10 +404,7 @@ class Receiver:
         before it. Its second part went into ``row``, cut to the row when longer: such a message is
         refused whatever that part holds (for its size, or for its number of parts), so zeros of
         the part's length stand in for what was cut."""
-        payload = row[:size] if size <= len(row) else bytes(size)
-        parts = [header, payload]
-        while self._socket.get(zmq.RCVMORE):
-            parts.append(self._socket.recv())
+        parts = self._with_rest([header, row[:size] if size <= len(row) else bytes(size)])
         self._settle()
         self._on_message(parts)
 
