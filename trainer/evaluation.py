@@ -11,7 +11,8 @@ data regenerated from the training config stored in its card with the data seed 
   95th percentile) of the phases whose orientation was trained.
 - 4D-STEM orientation models (paper 2): the disorientation statistics, and MAE, MSE and R²
   on Bunge Euler angles in degrees as paper 2 computes them (plain differences of the three
-  angles, R² the mean over the angles of 1 − SS_res/SS_tot). A symmetry-aware model may
+  angles, R² the mean over the angles of 1 − SS_res/SS_tot), against the labels in the
+  Euler fundamental region, as an indexing program reports them. A symmetry-aware model may
   answer with any symmetry equivalent, so the scores are given for the prediction as it
   comes (``euler_raw``) and moved to the equivalent nearest the label (``euler``), which is
   what a label that respects symmetry would compare against.
@@ -44,7 +45,7 @@ from .datasets import (
 )
 from .datasets.store import shard_plans
 from .export import onnx_session, run_onnx
-from .orientation import disorientation_deg, laue_operators, quaternions_to_matrices
+from .orientation import disorientation_deg, indexed_euler, laue_operators, quaternions_to_matrices
 from .physics.catalogue import get_phase_entry
 from .physics.master_pattern import kinematical_master_pattern
 
@@ -230,15 +231,17 @@ def disorientation_stats(predicted: np.ndarray, quaternions: np.ndarray, point_g
 
 
 def euler_scores(predicted: np.ndarray, quaternions: np.ndarray, point_group: str) -> dict:
-    """Paper 2's MAE, MSE and R² on Bunge Euler angles (degrees), of the prediction as it is
+    """Paper 2's MAE, MSE and R² on Bunge Euler angles (degrees) against the label as an
+    indexing program reports it (``orientation.indexed_euler``), of the prediction as it is
     (``euler_raw``) and moved to its symmetry equivalent nearest the label (``euler``)."""
-    truth = quaternions_to_matrices(quaternions)
+    indexed = indexed_euler(quaternions, point_group)
+    truth = Rotation.from_euler(indexed).to_matrix().reshape(-1, 3, 3)
     predicted = np.asarray(predicted, dtype=np.float64)
     operators = laue_operators(point_group)
     # P ≈ S·T for the best S; Sᵀ·P is then the prediction's equivalent nearest the label T.
     traces = np.einsum("nij,kil,nlj->nk", predicted, operators, truth)
     nearest = np.einsum("nik,nij->nkj", operators[traces.argmax(axis=1)], predicted)
-    target = _euler_deg(truth)
+    target = np.degrees(indexed)
     return {"euler": paper2_scores(_euler_deg(nearest), target),
             "euler_raw": paper2_scores(_euler_deg(predicted), target)}
 

@@ -2,8 +2,8 @@
 the card reports, measured on the exported file itself.
 
 The graph takes raw detector frames, ``frames`` (N, H, W) uint8 with a dynamic batch axis,
-and does its own preprocessing (cast, per-pattern normalisation, resize if needed), so every
-backend computes the same thing from the same bytes (DESIGN.md). Its outputs follow the
+and does its own preprocessing (cast, resize if needed, background removal, normalisation),
+so every backend computes the same thing from the same bytes (DESIGN.md). Its outputs follow the
 card's contract exactly: ``class_probabilities`` (softmax), ``rotation_matrix`` (orix's
 ``Rotation.to_matrix()`` convention) and ``confidence`` (sigmoid of the usable logit).
 
@@ -36,6 +36,7 @@ from .config import Config
 from .datasets import HOLOHEDRY, ORDERED_SUPERSTRUCTURES, Shard, load_split, score
 from .datasets.store import resolve_materials
 from .models import DiffractionNetwork
+from .models.preprocess import PREPROCESSORS
 from .physics.catalogue import get_phase_entry
 from .training import config_from_checkpoint, load_checkpoint, model_from_checkpoint
 
@@ -44,10 +45,6 @@ BENCH_BATCH = 256
 #: Largest batch the torch program's dynamic batch dimension admits (far above any live batch).
 PROGRAM_MAX_BATCH = 65536
 
-PREPROCESSING = (
-    "inside the graph: cast uint8 to float32; resize (bilinear) to the network input if the frame differs; "
-    "per pattern subtract the mean and divide by sqrt(variance + 1e-3) (removes gain, offset and exposure)"
-)
 OUTPUT_MEANINGS = {
     "class_probabilities": "softmax over the 14 Bravais lattices (Pearson symbols, card.classes order)",
     "rotation_matrix": "orientation (sample to crystal) as orix Rotation.to_matrix(), from the 6D representation "
@@ -113,6 +110,14 @@ def export_program(network: DiffractionNetwork, frame_shape: tuple[int, int], ou
     return out
 
 
+def preprocessing_text(checkpoint: dict, input_dtype: str) -> str:
+    """The card's account of the preprocessing inside the graph, read off the layer the
+    checkpoint's network is built with, so that the words follow the graph."""
+    options = checkpoint["model"]["options"]
+    layer = PREPROCESSORS[options.get("preprocess", "background")](options["input_size"])
+    return f"inside the graph: cast {input_dtype} frames to float32; {layer.describe()}"
+
+
 def build_card(config: Config, checkpoint: dict, metrics: dict) -> ModelCard:
     """The card of a lattice model trained with ``config``: the classes with their holohedral
     point groups, ``orientation`` on the lattices of the phases whose orientation was trained."""
@@ -128,7 +133,7 @@ def build_card(config: Config, checkpoint: dict, metrics: dict) -> ModelCard:
         input_dtype="uint8",
         classes=classes,
         outputs=dict(OUTPUT_MEANINGS),
-        preprocessing=PREPROCESSING,
+        preprocessing=preprocessing_text(checkpoint, "uint8"),
         training=training_record(config, checkpoint, {
             "source": "kinematical master patterns (diffstream.trainer.physics) projected with the numpy "
                       "projector, detector model cameras around the 'fast' preset plus high_res-like ones",

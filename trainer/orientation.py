@@ -19,7 +19,8 @@ import functools
 
 import numpy as np
 import torch
-from orix.quaternion import Rotation
+from orix.crystal_map import Phase
+from orix.quaternion import Orientation, Rotation
 
 
 def rotation_6d_to_matrix(x: torch.Tensor) -> torch.Tensor:
@@ -54,9 +55,21 @@ def euler_to_matrix(angles: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.stack(row, dim=-1) for row in rows], dim=-2)
 
 
-def normalised_euler(quaternions: np.ndarray) -> np.ndarray:
-    """(N, 3) Bunge angles of (N, 4) quaternions divided by ``EULER_RANGES``: each on [0, 1]."""
-    return Rotation(np.asarray(quaternions, dtype=np.float64)).to_euler() / np.array(EULER_RANGES)
+def indexed_euler(quaternions: np.ndarray, point_group: str) -> np.ndarray:
+    """(N, 3) Bunge angles (radians) of (N, 4) quaternions as an indexing program reports them:
+    one symmetry equivalent per orientation, inside the Euler fundamental region of the Laue
+    group (for -3m φ1 < 360°, Φ ≤ 90°, φ2 < 120°). Paper 2's labels are such indexing results
+    (ASTAR's), so its regression target and its R² compare against these, not against
+    whichever equivalent the simulator drew.
+
+    orix's ``reduce`` first picks the equivalent of smallest rotation angle, then
+    ``in_euler_fundamental_region`` (MTEX's ``project2EulerFR``) writes it in the region: the
+    region alone is not enough, as for cubic groups it holds each orientation three times."""
+    quaternions = np.asarray(quaternions, dtype=np.float64).reshape(-1, 4)
+    if not len(quaternions):
+        return np.zeros((0, 3))
+    orientations = Orientation(quaternions, symmetry=Phase(point_group=point_group).point_group)
+    return np.asarray(orientations.reduce().in_euler_fundamental_region()).reshape(-1, 3)
 
 
 def quaternions_to_matrices(quaternions: np.ndarray) -> np.ndarray:
@@ -70,8 +83,6 @@ def laue_operators(point_group: str) -> np.ndarray:
     """The proper rotations of the Laue group of ``point_group`` (orix name, e.g. "m-3m",
     "6/mmm") as (K, 3, 3) float64 matrices, identity first. Improper elements are left out:
     on rotations they duplicate the proper ones (the pattern is centrosymmetric by Friedel)."""
-    from orix.crystal_map import Phase
-
     laue = Phase(point_group=point_group).point_group.laue.proper_subgroup
     matrices = laue.to_matrix().reshape(-1, 3, 3)
     identity = np.argmin(np.abs(matrices - np.eye(3)).sum(axis=(1, 2)))

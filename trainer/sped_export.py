@@ -17,16 +17,11 @@ import onnx
 from diffstream.engines.model_card import ModelCard, ModelClass, write_card
 
 from .config import Config
-from .export import export_network, training_record
+from .export import export_network, preprocessing_text, training_record
 from .physics.catalogue import get_phase_entry
 from .training import config_from_checkpoint, load_checkpoint, model_from_checkpoint
 
 INPUT_DTYPE = "uint16"
-PREPROCESSING = (
-    "inside the graph: cast uint16 counts to float32; resize (bilinear) to the network input if it differs "
-    "(128x128 to 64x64 at exactly half: the mean of each 2x2 block); log(1 + counts); each pattern linearly "
-    "onto [0, 1] (paper 2's preprocessing)"
-)
 OUTPUT_MEANINGS = {
     "class_probabilities": "softmax over the card's classes (the phases of the training set)",
     "rotation_matrix": "orientation (sample to crystal) as orix Rotation.to_matrix(), from the 6D representation "
@@ -51,7 +46,7 @@ def build_sped_card(config: Config, checkpoint: dict, metrics: dict) -> ModelCar
         input_dtype=INPUT_DTYPE,
         classes=classes,
         outputs=dict(OUTPUT_MEANINGS),
-        preprocessing=PREPROCESSING,
+        preprocessing=preprocessing_text(checkpoint, INPUT_DTYPE),
         training=training_record(config, checkpoint, {
             "source": "kinematic precession (SPED) spot patterns (diffstream.trainer.physics.sped), Poisson "
                       "counts at random dose, diffuse background and foil thickness per block of frames",

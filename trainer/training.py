@@ -30,7 +30,7 @@ from .config import Config, parse_config
 from .datasets import LATTICES, Shard, class_names, load_split, paper2_scores, score
 from .datasets.store import resolve_materials
 from .models import DiffractionNetwork, NetworkOutputs, build_model
-from .orientation import normalised_euler, operator_table, quaternions_to_matrices, symmetry_aware_loss
+from .orientation import EULER_RANGES, indexed_euler, operator_table, quaternions_to_matrices, symmetry_aware_loss
 from .physics.catalogue import get_phase_entry
 
 CHECKPOINT_FORMAT = 1
@@ -64,6 +64,16 @@ class OrientationTask:
             rows[phase_names == name] = i
         return rows
 
+    def indexed_euler(self, shard: Shard) -> np.ndarray:
+        """(N, 3) Bunge angles (radians) of each frame's label in its phase's Euler fundamental
+        region, as an indexing program would report it (zeros for frames without orientation
+        training): paper 2's regression target."""
+        euler = np.zeros((len(shard.phase), 3))
+        for name, group in zip(self.phases, self.point_groups):
+            rows = shard.phase == name
+            euler[rows] = indexed_euler(shard.quaternions[rows], group)
+        return euler
+
 
 @dataclass
 class Batchable:
@@ -75,7 +85,8 @@ class Batchable:
     operator_row: torch.Tensor
     usable: torch.Tensor
     euler: torch.Tensor
-    """Normalised Bunge angles of the label, paper 2's regression target."""
+    """Normalised Bunge angles of the label in its Euler fundamental region, paper 2's
+    regression target."""
 
     @classmethod
     def from_shard(cls, shard: Shard, task: OrientationTask) -> Batchable:
@@ -85,7 +96,7 @@ class Batchable:
             rotation=torch.from_numpy(quaternions_to_matrices(shard.quaternions).astype(np.float32)),
             operator_row=torch.from_numpy(task.rows(shard.phase)),
             usable=torch.from_numpy(shard.usable.astype(np.float32)),
-            euler=torch.from_numpy(normalised_euler(shard.quaternions).astype(np.float32)),
+            euler=torch.from_numpy((task.indexed_euler(shard) / np.array(EULER_RANGES)).astype(np.float32)),
         )
 
     def __len__(self) -> int:
@@ -162,7 +173,8 @@ def train(config: Config, out_dir: str | Path, device: str = "cpu", resume: bool
     steps_per_epoch = math.ceil(len(train_data) / config.train.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _schedule(config.train.lr_schedule, config.train.epochs * steps_per_epoch))
-    state = {"epoch": 0, "best_val_loss": math.inf, "stale_epochs": 0, "history": [], "best_metrics": {}}
+    state = {"epoch": 0, "best_val_loss": math.inf, "stopping_reference": math.inf, "stale_epochs": 0,
+             "history": [], "best_metrics": {}}
     if resume and last.exists():
         state = _restore(last, config, model, optimizer, scheduler)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -172,7 +184,7 @@ def train(config: Config, out_dir: str | Path, device: str = "cpu", resume: bool
         train_loss = _run_epoch(model, loss_fn, optimizer, scheduler, train_data, config, epoch, dev, progress)
         val_loss, val_parts, outputs = evaluate_loss(model, loss_fn, val_data, dev)
         metrics = score(val_shard, *outputs, orientation_phases=task.phases, classes=classes)
-        improved = val_loss < state["best_val_loss"] - config.train.early_stopping_min_delta
+        is_best = _track_best(state, val_loss, config.train.early_stopping_min_delta)
         entry = {"epoch": epoch + 1, "train_loss": round(train_loss, 5), "val_loss": round(val_loss, 5),
                  "val_parts": {k: round(v, 5) for k, v in val_parts.items()},
                  "val_lattice_accuracy": metrics["lattice_accuracy"],
@@ -185,12 +197,10 @@ def train(config: Config, out_dir: str | Path, device: str = "cpu", resume: bool
             stop_by_r2 = entry["val_euler_r2"] >= config.train.stop_val_r2
         state["history"].append(entry)
         state["epoch"] = epoch + 1
-        state["stale_epochs"] = 0 if improved else state["stale_epochs"] + 1
         if progress:
             tqdm.write(f"epoch {entry['epoch']}: train {train_loss:.4f}  val {val_loss:.4f}  "
                        f"acc {metrics['lattice_accuracy']:.4f}  dis {entry['val_median_disorientation_deg']}")
-        if improved:
-            state["best_val_loss"] = val_loss
+        if is_best:
             state["best_metrics"] = {**entry, "val": metrics}
             _save(out_dir / "best.pt", config, model, optimizer, scheduler, state, task)
         _save(last, config, model, optimizer, scheduler, state, task)
@@ -218,11 +228,30 @@ def _build(config: Config) -> DiffractionNetwork:
 
 def euler_r2(shard: Shard, rotations: np.ndarray, task: OrientationTask) -> float:
     """Paper 2's R² on Bunge Euler angles (degrees) of the oriented frames: the network's
-    rotations as Euler angles against the labels', no symmetry (paper 2's stopping score)."""
+    rotations as Euler angles against the labels' as indexed, no symmetry (paper 2's
+    stopping score)."""
     rows = np.flatnonzero(shard.usable & (task.rows(shard.phase) >= 0))
     predicted = Rotation.from_matrix(rotations[rows].astype(np.float64)).to_euler(degrees=True)
-    target = Rotation(shard.quaternions[rows]).to_euler(degrees=True)
+    target = np.degrees(task.indexed_euler(shard)[rows])
     return paper2_scores(predicted, target)["r2"]
+
+
+def _track_best(state: dict, val_loss: float, min_delta: float) -> bool:
+    """Record an epoch's validation loss; True when it is the lowest so far (the epoch to keep
+    as ``best.pt``). As Keras keeps its ModelCheckpoint and EarlyStopping apart, any
+    improvement makes a new best, while only one of more than ``min_delta`` over the
+    stopping reference resets the patience count: a loss that keeps falling in steps below
+    ``min_delta`` stops the run but is still kept."""
+    reference = state.setdefault("stopping_reference", state["best_val_loss"])
+    if val_loss < reference - min_delta:
+        state["stopping_reference"] = val_loss
+        state["stale_epochs"] = 0
+    else:
+        state["stale_epochs"] += 1
+    if val_loss < state["best_val_loss"]:
+        state["best_val_loss"] = val_loss
+        return True
+    return False
 
 
 def _schedule(kind: str, total_steps: int):

@@ -61,6 +61,8 @@ def test_sped_graph_takes_uint16_and_matches_torch(sped_model: tuple[Path, Path]
     assert card.kind == "4dstem" and card.input_dtype == "uint16" and card.input_shape == (128, 128)
     assert [(c.name, c.point_group, c.orientation) for c in card.classes] == [("LiNiO2", "-3m", True)]
     assert card.training["history"] and card.training["history"][0]["epoch"] == 1
+    assert card.preprocessing.startswith("inside the graph: cast uint16 frames to float32; resize (bilinear) to 64x64")
+    assert "log(1 + counts)" in card.preprocessing and "Gaussian" not in card.preprocessing
     frames = np.random.default_rng(2).integers(0, 5000, (9, 128, 128)).astype(np.uint16)
     frames[0] = 0
     frames[1, 64, 64] = 65535  # a saturated direct beam
@@ -84,6 +86,12 @@ def test_sped_evaluation(sped_model: tuple[Path, Path]) -> None:
     assert 0 <= result["confidence_accuracy"] <= 1
     with pytest.raises(EvaluationError, match="no blind materials"):
         evaluate_model(sped_model[0], blind=True)
+
+
+def test_lattice_card_names_the_background_removal(lattice_model: Path) -> None:
+    text = read_card(lattice_model).preprocessing
+    assert text.startswith("inside the graph: cast uint8 frames to float32; resize (bilinear) to 60x60")
+    assert "Gaussian blur of sigma 7.5 px" in text and "log" not in text
 
 
 def test_lattice_evaluation(lattice_model: Path) -> None:

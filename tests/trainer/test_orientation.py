@@ -10,6 +10,7 @@ from orix.quaternion import Misorientation, Orientation, Rotation
 
 from diffstream.trainer.orientation import (
     disorientation_deg,
+    indexed_euler,
     laue_operators,
     operator_table,
     quaternions_to_matrices,
@@ -100,6 +101,26 @@ def test_disorientation_matches_orix(group: str) -> None:
     assert np.allclose(mine, a.angle_with(b, degrees=True), atol=1e-6)
     reduced = Misorientation(b * ~a, symmetry=(symmetry, symmetry)).reduce()
     assert np.allclose(mine, np.degrees(reduced.angle), atol=1e-6)
+
+
+@pytest.mark.parametrize(("group", "region"), [("-3m", (360, 90, 120)), ("m-3m", (360, 90, 90)),
+                                               ("6/mmm", (360, 90, 60))])
+def test_indexed_euler_is_one_label_per_orientation(group: str, region: tuple[int, int, int]) -> None:
+    """Paper 2's labels: every symmetry equivalent the simulator may draw is reported as the
+    same Euler triplet, inside the Laue group's Euler fundamental region, and that triplet
+    is an equivalent of the drawn orientation."""
+    quaternions = random_quaternions(400, 11)
+    ops = laue_operators(group)
+    labels = indexed_euler(quaternions, group)
+    assert labels.shape == (400, 3)
+    assert np.all(labels >= 0) and np.all(np.degrees(labels) <= np.array(region) + 1e-9)
+    back = Rotation.from_euler(labels).to_matrix()
+    assert disorientation_deg(back, quaternions_to_matrices(quaternions), ops).max() < 1e-4
+    equivalents = Rotation.from_matrix(ops[np.arange(400) % len(ops)] @ quaternions_to_matrices(quaternions)).data
+    moved = indexed_euler(equivalents, group)
+    same = np.abs((moved - labels + np.pi) % (2 * np.pi) - np.pi).max(axis=1) < 1e-6
+    assert same.mean() > 0.99
+    assert indexed_euler(np.zeros((0, 4)), group).shape == (0, 3)
 
 
 def test_disorientation_per_sample_operators() -> None:

@@ -10,11 +10,20 @@ import torch
 from orix.quaternion import Rotation
 
 from diffstream.trainer.config import load_config
+from diffstream.trainer.datasets import Shard
 from diffstream.trainer.evaluation import evaluate_model
 from diffstream.trainer.models import build_model
-from diffstream.trainer.orientation import euler_to_matrix, normalised_euler
+from diffstream.trainer.orientation import EULER_RANGES, euler_to_matrix, indexed_euler, laue_operators
 from diffstream.trainer.sped_export import export_sped_checkpoint
-from diffstream.trainer.training import MultiTaskLoss, TrainingError, _schedule, load_checkpoint, train
+from diffstream.trainer.training import (
+    Batchable,
+    MultiTaskLoss,
+    OrientationTask,
+    TrainingError,
+    _schedule,
+    load_checkpoint,
+    train,
+)
 
 CONFIG = Path(__file__).resolve().parents[2] / "trainer" / "configs" / "paper2-cnn.toml"
 
@@ -23,8 +32,28 @@ def test_euler_head_is_orix_bunge() -> None:
     rotations = Rotation.random(100)
     matrices = euler_to_matrix(torch.tensor(rotations.to_euler()))
     assert np.abs(matrices.numpy() - rotations.to_matrix()).max() < 1e-12
-    normalised = normalised_euler(rotations.data)
+    normalised = indexed_euler(rotations.data, "-3m") / np.array(EULER_RANGES)
     assert normalised.min() >= 0 and normalised.max() <= 1
+
+
+def test_euler_target_is_the_indexed_label() -> None:
+    """The simulator draws any of a grain's symmetry equivalents; paper 2's target must not
+    depend on which, as an indexing program reports one triplet per orientation."""
+    rotations = Rotation.random(60)
+    ops = laue_operators("-3m")
+    equivalents = Rotation.from_matrix(ops[np.arange(60) % len(ops)] @ rotations.to_matrix())
+    task = OrientationTask.for_phases(("LiNiO2",))
+    phase = np.array(["LiNiO2"] * 59 + [""])
+
+    def targets(quaternions: np.ndarray) -> np.ndarray:
+        shard = Shard(frames=np.zeros((60, 4, 4), np.uint8), lattice=np.zeros(60, np.int8),
+                      quaternions=quaternions, phase=phase, usable=phase != "", pc=np.zeros((60, 3)))
+        return Batchable.from_shard(shard, task).euler.numpy()
+
+    drawn, moved = targets(rotations.data), targets(equivalents.data)
+    assert np.allclose(drawn, moved, atol=1e-6)
+    assert np.allclose(drawn[:59], indexed_euler(rotations.data[:59], "-3m") / np.array(EULER_RANGES), atol=1e-6)
+    assert np.all(drawn[59] == 0)
 
 
 def test_huber_loss_on_euler_angles() -> None:

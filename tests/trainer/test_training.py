@@ -12,7 +12,7 @@ from diffstream.engines.model_card import read_card
 from diffstream.live.cli import UserError
 from diffstream.live.commands import train as train_command
 from diffstream.trainer.config import ConfigError, load_config, packaged_config_dir, parse_config
-from diffstream.trainer.training import load_checkpoint
+from diffstream.trainer.training import _track_best, load_checkpoint
 
 CONFIG = Path(__file__).resolve().parents[2] / "trainer" / "configs" / "ebsd-lattice.toml"
 
@@ -109,3 +109,16 @@ def test_class_weights_follow_class_order() -> None:
     assert class_weight_vector({}) is None
     with pytest.raises(TrainingError, match="unknown classes xX"):
         class_weight_vector({"xX": 1.0})
+
+
+def test_best_checkpoint_follows_any_improvement_and_patience_only_real_ones() -> None:
+    """Keras' split: ModelCheckpoint keeps every new lowest loss; EarlyStopping counts an
+    epoch as progress only when it beats its reference by more than min_delta."""
+    state = {"best_val_loss": float("inf"), "stale_epochs": 0}
+    kept, stale = [], []
+    for loss in (1.0, 0.9995, 0.999, 0.9985, 0.997, 0.9975):
+        kept.append(_track_best(state, loss, 0.001))
+        stale.append(state["stale_epochs"])
+    assert kept == [True, True, True, True, True, False]
+    assert stale == [0, 1, 2, 0, 0, 1]  # 0.9985 beats the reference 1.0 by more than 0.001
+    assert state["best_val_loss"] == 0.997 and state["stopping_reference"] == 0.997

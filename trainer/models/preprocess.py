@@ -43,7 +43,8 @@ class PatternNormalise(nn.Module):
     def __init__(self, input_size: tuple[int, int], background_sigma: float = BACKGROUND_SIGMA) -> None:
         super().__init__()
         self.input_size = tuple(int(n) for n in input_size)
-        kernel = gaussian_kernel(background_sigma * self.input_size[1])
+        self.sigma_px = background_sigma * self.input_size[1]
+        kernel = gaussian_kernel(self.sigma_px)
         self.register_buffer("blur_rows", kernel.view(1, 1, -1, 1), persistent=False)
         self.register_buffer("blur_cols", kernel.view(1, 1, 1, -1), persistent=False)
         self.radius = len(kernel) // 2
@@ -54,6 +55,13 @@ class PatternNormalise(nn.Module):
         r = self.radius
         x = nn.functional.conv2d(nn.functional.pad(x, (0, 0, r, r), mode="replicate"), self.blur_rows)
         return nn.functional.conv2d(nn.functional.pad(x, (r, r, 0, 0), mode="replicate"), self.blur_cols)
+
+    def describe(self) -> str:
+        """What this layer does, in words, for the model card."""
+        return (f"{_resize_text(self.input_size)}; subtract the dynamic background, a Gaussian blur of sigma "
+                f"{self.sigma_px:.1f} px (frame width / 8, as kikuchipy's remove_dynamic_background); per pattern "
+                f"subtract the mean and divide by sqrt(variance + {VARIANCE_FLOOR:g}) "
+                "(removes gain, offset and exposure)")
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         x = frames.to(torch.float32).unsqueeze(1)
@@ -76,6 +84,11 @@ class LogUnitScale(nn.Module):
         super().__init__()
         self.input_size = tuple(int(n) for n in input_size)
 
+    def describe(self) -> str:
+        """What this layer does, in words, for the model card."""
+        return (f"{_resize_text(self.input_size)}; log(1 + counts); each pattern linearly onto [0, 1] "
+                "(paper 2's preprocessing)")
+
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         x = frames.to(torch.float32).unsqueeze(1)
         if tuple(x.shape[-2:]) != self.input_size:
@@ -89,6 +102,11 @@ class LogUnitScale(nn.Module):
 SPAN_FLOOR = 1e-6
 """Below any real span of log counts (log 2 ≈ 0.69 for one count), so only a constant frame
 is affected, and it maps to zeros."""
+
+def _resize_text(size: tuple[int, int]) -> str:
+    return (f"resize (bilinear) to {size[0]}x{size[1]} if the frame differs "
+            "(a frame of twice the size becomes the mean of each 2x2 block)")
+
 
 PREPROCESSORS = {"background": PatternNormalise, "log-unit": LogUnitScale}
 """The ``preprocess`` option of ``build_model``: EBSD's background removal and
