@@ -15,6 +15,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .physics.specimen import ComponentTexture
+
 PAPER1_TRAINING = "paper1-training"
 """``data.materials`` keyword: two training materials per Bravais lattice (see
 ``datasets.lattices.TRAINING_MATERIALS``)."""
@@ -89,6 +91,20 @@ class DataConfig:
     a user imported from an experiment (``diffstream dataset import``) under ``folder``."""
     folder: str = ""
     """The imported dataset's folder when ``source = "folder"`` (relative to the working folder)."""
+    orientation_centre: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    """4D-STEM only, with ``orientation_spread``: Bunge Euler angles (degrees) that the
+    orientations scatter about."""
+    orientation_spread: float = 0.0
+    """4D-STEM only: above 0, orientations are drawn about ``orientation_centre`` with this mean
+    misorientation angle in degrees (``physics.specimen.ComponentTexture``) instead of
+    uniformly on SO(3), to study one region of orientation space (such as a boundary of the
+    Euler fundamental region) within a CPU budget."""
+
+    def texture(self) -> ComponentTexture | None:
+        """The orientation distribution of the patterns: None for uniform on SO(3)."""
+        if self.orientation_spread > 0:
+            return ComponentTexture(euler=tuple(self.orientation_centre), spread=self.orientation_spread)
+        return None
 
 
 @dataclass(frozen=True)
@@ -233,5 +249,13 @@ def _check(section: Any, where: str) -> None:
         raise ConfigError(f"{where}: source must be one of {', '.join(DATA_SOURCES)}, got {source!r}")
     if source == "folder" and not section.folder:
         raise ConfigError(f"{where}: source = \"folder\" needs folder, the path `diffstream dataset import` wrote")
+    spread = getattr(section, "orientation_spread", 0.0)
+    if not (isinstance(spread, (int, float)) and 0.0 <= spread <= 60.0):
+        raise ConfigError(f"{where}: orientation_spread must be a number of degrees in [0, 60], got {spread!r}")
+    if spread and kind != "4dstem":
+        raise ConfigError(f"{where}: orientation_spread narrows 4D-STEM sets only (kind = \"4dstem\")")
+    if spread and len(section.orientation_centre) != 3:
+        raise ConfigError(f"{where}: orientation_centre must be three Bunge angles in degrees, "
+                          f"got {section.orientation_centre!r}")
     if kind == "4dstem" and (not isinstance(section.patterns, int) or section.patterns < 5):
         raise ConfigError(f"{where}: a 4dstem set needs patterns, an integer of at least 5, got {section.patterns!r}")

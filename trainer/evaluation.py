@@ -230,6 +230,26 @@ def disorientation_stats(predicted: np.ndarray, quaternions: np.ndarray, point_g
             "p95": round(float(np.percentile(angles, 95)), 3), "frames": int(len(angles))}
 
 
+def equivalent_switches(predicted: np.ndarray, quaternions: np.ndarray, grain_id: np.ndarray,
+                        point_group: str) -> float:
+    """Share of a specimen's points (grain id ≥ 0) whose prediction lies nearest another
+    symmetry equivalent of their grain's orientation than most of that grain's points do:
+    paper 2's "alternating predictions inside grains" as one number. It is 0 for a network
+    that answers each grain with one equivalent, whichever it picks, however accurate."""
+    grain_id = np.asarray(grain_id).ravel()
+    inside = grain_id >= 0
+    if not inside.any():
+        return 0.0
+    operators = laue_operators(point_group)
+    truth = quaternions_to_matrices(np.asarray(quaternions).reshape(-1, 4)[inside])
+    traces = np.einsum("nij,kil,nlj->nk", np.asarray(predicted, dtype=np.float64)[inside], operators, truth)
+    nearest = traces.argmax(axis=1)
+    grains = grain_id[inside]
+    votes = np.zeros((grains.max() + 1, len(operators)), dtype=np.int64)
+    np.add.at(votes, (grains, nearest), 1)
+    return round(float(np.mean(nearest != votes.argmax(axis=1)[grains])), 4)
+
+
 def euler_scores(predicted: np.ndarray, quaternions: np.ndarray, point_group: str) -> dict:
     """Paper 2's MAE, MSE and R² on Bunge Euler angles (degrees) against the label as an
     indexing program reports it (``orientation.indexed_euler``), of the prediction as it is

@@ -5,7 +5,9 @@
 - ``training_curves.png`` from the training history in the card, when the card holds one
   (the report says so when it does not);
 - ``ipf_maps.png``: a synthetic specimen of the first oriented phase (``physics.specimen``),
-  rendered as the live simulator renders it, predicted by the model: IPF-X, -Y and -Z maps
+  its grains oriented as the training set was (uniformly, or about the data's
+  ``orientation_centre``), rendered as the live simulator renders it, predicted by the
+  model: IPF-X, -Y and -Z maps
   of the truth above the prediction (orix's IPF colour key of the phase's Laue group), and
   the disorientation map (paper 2 Fig. 9's comparison, with exact truth instead of
   template-matching labels).
@@ -19,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .evaluation import EvaluatedModel
+from .evaluation import EvaluatedModel, equivalent_switches
 from .export import onnx_session, run_onnx
 from .gradcam import GradCam, gradcam_figure
 from .orientation import disorientation_deg, laue_operators, quaternions_to_matrices
 from .physics.catalogue import get_phase_entry
-from .physics.specimen import SpecimenSpec, make_specimen
+from .physics.specimen import RandomTexture, SpecimenSpec, make_specimen
 
 SPECIMEN_SHAPE = (40, 40)
 SPECIMEN_SEED = 7
@@ -145,8 +147,9 @@ def _ipf_maps(model: EvaluatedModel, phase: str, path: Path, result: dict) -> Pa
 
     from diffstream.live.scan_render import make_renderer, render_scan
 
+    texture = model.config.data.texture() or RandomTexture()  # the orientations the model was trained on
     specimen = make_specimen(SpecimenSpec(scan_shape=SPECIMEN_SHAPE, phases=((phase, 1.0),), grain_size=8.0,
-                                          seed=SPECIMEN_SEED))
+                                          seed=SPECIMEN_SEED, texture=texture))
     renderer = make_renderer(model.card.kind, [phase], frame_size=model.card.input_shape[0], seed=SPECIMEN_SEED)
     frames = render_scan(renderer, specimen)
     _, rotations, _ = run_onnx(onnx_session(model.path), frames.astype(model.card.input_dtype, copy=False))
@@ -154,6 +157,7 @@ def _ipf_maps(model: EvaluatedModel, phase: str, path: Path, result: dict) -> Pa
     group = get_phase_entry(phase).point_group
     error = disorientation_deg(rotations, quaternions_to_matrices(truth), laue_operators(group))
     result["specimen_median_disorientation_deg"] = round(float(np.median(error)), 3)
+    result["specimen_equivalent_switches"] = equivalent_switches(rotations, truth, specimen.grain_id, group)
     symmetry = specimen.phase_list[0].point_group.laue
     orientations = {"truth": Orientation(Rotation(truth), symmetry=symmetry),
                     "predicted": Orientation(Rotation.from_matrix(rotations), symmetry=symmetry)}

@@ -20,6 +20,7 @@ from diffstream.trainer.datasets import paper2_scores
 from diffstream.trainer.evaluation import (
     EVALUATION_SEED_OFFSET,
     EvaluationError,
+    equivalent_switches,
     euler_scores,
     evaluate_dose,
     evaluate_model,
@@ -131,6 +132,20 @@ def test_euler_scores_forgive_symmetry_only_when_moved() -> None:
     assert scores["euler_raw"]["mae_deg"] > 10 and scores["euler_raw"]["r2"] < 0.9
     target = np.array([[10.0, 20.0, 30.0], [50.0, 60.0, 70.0]])
     assert paper2_scores(target + 2.0, target) == {"mae_deg": 2.0, "mse_deg2": 4.0, "r2": pytest.approx(1 - 4 / 400)}
+
+
+def test_equivalent_switches_count_alternation_not_error() -> None:
+    grains = np.repeat(np.arange(10), 20)
+    grains[:5] = -1  # points without a pattern are not counted
+    quaternions = random_quaternions(10, 6)[np.maximum(grains, 0)]
+    truth = quaternions_to_matrices(quaternions)
+    operators = laue_operators("-3m")
+    rng = np.random.default_rng(0)
+    per_grain = operators[(np.arange(10) % 6)[np.maximum(grains, 0)]] @ truth  # one equivalent per grain
+    assert equivalent_switches(per_grain, quaternions, grains, "-3m") == 0.0
+    alternating = operators[rng.integers(0, 2, len(grains))] @ truth  # identity or the second operator
+    assert 0.3 < equivalent_switches(alternating, quaternions, grains, "-3m") <= 0.5
+    assert equivalent_switches(per_grain, quaternions, np.full(len(grains), -1), "-3m") == 0.0
 
 
 def test_report(sped_model: tuple[Path, Path], tmp_path: Path) -> None:

@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from orix.quaternion import Rotation
 
 from diffstream.trainer.config import ConfigError, load_config, parse_config
 from diffstream.trainer.datasets import SPED_SPLIT, class_names, load_split, sped_split_sizes, split_spec
+from diffstream.trainer.datasets.store import split_key
 from diffstream.trainer.models import build_model
 from diffstream.trainer.physics.sped import log_unit_scale
 
@@ -49,6 +51,22 @@ def test_config_needs_patterns() -> None:
         parse_config({"name": "x", "data": {"kind": "4dstem"}})
     with pytest.raises(ConfigError, match="kind"):
         parse_config({"name": "x", "data": {"kind": "tem"}})
+
+
+def test_orientation_spread_narrows_the_orientations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A study set about one orientation: every label near the centre, a cache of its own."""
+    monkeypatch.setenv("DIFFSTREAM_CACHE", str(tmp_path))
+    data = _data(orientation_centre=(30.0, 45.0, 0.0), orientation_spread=5.0)
+    assert split_key(data, split_spec(data, "test")) != split_key(_data(), split_spec(_data(), "test"))
+    shard = load_split(data, "test", progress=False)
+    centre = Rotation.from_euler(np.radians([30.0, 45.0, 0.0]))
+    angles = np.degrees((Rotation(shard.quaternions[shard.usable]) * ~centre).angle)
+    assert 2.0 < np.mean(angles) < 8.0 and angles.max() < 25.0
+    for bad, message in (({"orientation_spread": 70.0}, "orientation_spread must be"),
+                         ({"orientation_spread": 5.0, "kind": "ebsd"}, "4D-STEM sets only"),
+                         ({"orientation_spread": 5.0, "orientation_centre": [1.0, 2.0]}, "three Bunge angles")):
+        with pytest.raises(ConfigError, match=message):
+            parse_config({"name": "x", "data": {"kind": "4dstem", "patterns": 10, **bad}})
 
 
 @pytest.fixture(scope="module")

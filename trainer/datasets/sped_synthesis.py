@@ -19,6 +19,7 @@ import numpy as np
 
 from diffstream.trainer.physics.catalogue import get_phase_entry
 from diffstream.trainer.physics.sampling import uniform_quaternions
+from diffstream.trainer.physics.specimen import ComponentTexture, component_quaternions
 from diffstream.trainer.physics.sped import RenderSettings, SpotPatterns, render_patterns, simulate_spots
 from diffstream.trainer.physics.sped_geometry import PAPER2_GEOMETRY, ReflectionTable, SpedGeometry
 
@@ -42,6 +43,8 @@ class SpedShardPlan:
     geometry: SpedGeometry
     dose: tuple[float, float]
     seed: tuple[int, ...]
+    texture: ComponentTexture | None = None
+    """Where the orientations are drawn from: uniform on SO(3) when None."""
 
 
 def sped_geometry(frame_shape: tuple[int, int], voltage_kv: float) -> SpedGeometry:
@@ -74,7 +77,8 @@ def synthesize_sped_shard(plan: SpedShardPlan) -> Shard:
     labels = np.concatenate([np.full(c, i, dtype=np.int8) for i, c in enumerate(plan.counts)]
                             + [np.full(plan.unusable, UNUSABLE_LABEL, dtype=np.int8)])
     quaternions = np.tile([1.0, 0.0, 0.0, 0.0], (len(phase), 1))
-    quaternions[:n_usable] = uniform_quaternions(n_usable, rng)
+    quaternions[:n_usable] = (uniform_quaternions(n_usable, rng) if plan.texture is None else
+                              component_quaternions(plan.texture, n_usable, rng))
     frames = np.empty((len(phase), *plan.geometry.shape), dtype=np.uint16)
     order = rng.permutation(n_rendered)
     for block in range(0, n_rendered, CAMERA_BLOCK):

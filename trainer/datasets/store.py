@@ -165,6 +165,8 @@ def split_key(data: DataConfig, spec: SplitSpec) -> str:
     if data.kind == "4dstem":
         settings.update(kind=data.kind, geometry=asdict(sped_geometry(data.frame_shape, data.voltage_kv)),
                         dose=list(data.dose))
+        if data.texture() is not None:
+            settings["texture"] = asdict(data.texture())
     else:
         settings.update(
             pattern_centre=list(data.pattern_centre), sample_tilt=data.sample_tilt, detector_tilt=data.detector_tilt,
@@ -185,7 +187,7 @@ def shard_plans(data: DataConfig, spec: SplitSpec) -> list[ShardPlan] | list[Spe
         geometry = sped_geometry(tuple(data.frame_shape), data.voltage_kv)
         return [SpedShardPlan(phases=spec.phases, counts=tuple(_share(c, n_shards, index) for c in spec.counts),
                               unusable=_share(spec.unusable, n_shards, index), geometry=geometry,
-                              dose=tuple(data.dose), seed=(data.seed, split_id, index))
+                              dose=tuple(data.dose), seed=(data.seed, split_id, index), texture=data.texture())
                 for index in range(n_shards)]
     geometry = EBSDGeometry(shape=tuple(data.frame_shape), pc=tuple(data.pattern_centre),
                             sample_tilt=data.sample_tilt, tilt=data.detector_tilt)

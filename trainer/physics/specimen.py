@@ -330,14 +330,20 @@ def _sample_texture(texture: Texture, phase: Phase, n: int, rng: np.random.Gener
     if isinstance(texture, RandomTexture):
         return uniform_quaternions(n, rng)
     if isinstance(texture, ComponentTexture):
-        ideal = Rotation.from_euler(texture.euler, degrees=True)
-        return (Rotation(_scatter_quats(n, texture.spread, rng)) * ideal).data
+        return component_quaternions(texture, n, rng)
     crystal = Miller(uvw=texture.crystal_direction, phase=phase).unit.data[0]
     sample = np.asarray(texture.sample_direction, dtype=float)
     onto_fibre = Rotation(_rotation_between(sample / np.linalg.norm(sample), crystal))
     spin = Rotation(_rotvec_to_quat(np.outer(rng.uniform(0, 2 * np.pi, n), crystal)))
     return (Rotation(_scatter_quats(n, texture.spread, rng)) * spin * onto_fibre).data
 
+
+
+def component_quaternions(texture: ComponentTexture, n: int, rng: np.random.Generator) -> np.ndarray:
+    """(n, 4) orientations scattered about the component's ideal one; also the orientations of
+    a training set narrowed to one region of orientation space (``DataConfig.texture``)."""
+    ideal = Rotation.from_euler(texture.euler, degrees=True)
+    return (Rotation(_scatter_quats(n, texture.spread, rng)) * ideal).data
 
 
 def _scatter_quats(n: int, mean_angle_deg: float, rng: np.random.Generator) -> np.ndarray:
