@@ -45,7 +45,7 @@ from .datasets import (
 )
 from .datasets.store import shard_plans
 from .export import onnx_session, run_onnx
-from .orientation import disorientation_deg, indexed_euler, laue_operators, quaternions_to_matrices
+from .orientation import disorientation_deg, indexed_euler, laue_operators, nearest_operator, quaternions_to_matrices
 from .physics.catalogue import get_phase_entry
 from .physics.master_pattern import kinematical_master_pattern
 
@@ -242,8 +242,7 @@ def equivalent_switches(predicted: np.ndarray, quaternions: np.ndarray, grain_id
         return 0.0
     operators = laue_operators(point_group)
     truth = quaternions_to_matrices(np.asarray(quaternions).reshape(-1, 4)[inside])
-    traces = np.einsum("nij,kil,nlj->nk", np.asarray(predicted, dtype=np.float64)[inside], operators, truth)
-    nearest = traces.argmax(axis=1)
+    nearest = nearest_operator(np.asarray(predicted)[inside], truth, operators)
     grains = grain_id[inside]
     votes = np.zeros((grains.max() + 1, len(operators)), dtype=np.int64)
     np.add.at(votes, (grains, nearest), 1)
@@ -259,8 +258,7 @@ def euler_scores(predicted: np.ndarray, quaternions: np.ndarray, point_group: st
     predicted = np.asarray(predicted, dtype=np.float64)
     operators = laue_operators(point_group)
     # P ≈ S·T for the best S; Sᵀ·P is then the prediction's equivalent nearest the label T.
-    traces = np.einsum("nij,kil,nlj->nk", predicted, operators, truth)
-    nearest = np.einsum("nik,nij->nkj", operators[traces.argmax(axis=1)], predicted)
+    nearest = np.einsum("nik,nij->nkj", operators[nearest_operator(predicted, truth, operators)], predicted)
     target = np.degrees(indexed)
     return {"euler": paper2_scores(_euler_deg(nearest), target),
             "euler_raw": paper2_scores(_euler_deg(predicted), target)}

@@ -116,6 +116,14 @@ def symmetry_aware_loss(predicted: torch.Tensor, target: torch.Tensor, operators
     return (1.0 - cos_theta.max(dim=1).values) * 0.5
 
 
+def nearest_operator(predicted: np.ndarray, target: np.ndarray, operators: np.ndarray) -> np.ndarray:
+    """(N,) index k of the operator for which S_k·``target`` lies nearest ``predicted`` (both
+    (N, 3, 3); ``operators`` (K, 3, 3)): which symmetry equivalent of the label a prediction
+    answers with. The largest trace of Pᵀ·S·T is the smallest angle."""
+    traces = np.einsum("nij,kil,nlj->nk", np.asarray(predicted, dtype=np.float64), operators, target)
+    return traces.argmax(axis=1)
+
+
 def disorientation_deg(predicted: np.ndarray, target: np.ndarray, operators: np.ndarray) -> np.ndarray:
     """Disorientation angles (N,) in degrees between (N, 3, 3) rotation matrices under the
     Laue group ``operators`` ((K, 3, 3) shared, or (N, K, 3, 3) per sample): the smallest

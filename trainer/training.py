@@ -193,7 +193,7 @@ def train(config: Config, out_dir: str | Path, device: str = "cpu", resume: bool
                  "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.monotonic() - started, 1)}
         stop_by_r2 = bool(config.train.stop_val_r2) and (epoch + 1) % config.train.r2_every == 0
         if stop_by_r2:
-            entry["val_euler_r2"] = euler_r2(val_shard, outputs[1], task)
+            entry["val_euler_r2"] = euler_r2(val_data, outputs[1])
             stop_by_r2 = entry["val_euler_r2"] >= config.train.stop_val_r2
         state["history"].append(entry)
         state["epoch"] = epoch + 1
@@ -226,13 +226,13 @@ def _build(config: Config) -> DiffractionNetwork:
                        **config.model.options)
 
 
-def euler_r2(shard: Shard, rotations: np.ndarray, task: OrientationTask) -> float:
+def euler_r2(data: Batchable, rotations: np.ndarray) -> float:
     """Paper 2's R² on Bunge Euler angles (degrees) of the oriented frames: the network's
-    rotations as Euler angles against the labels' as indexed, no symmetry (paper 2's
-    stopping score)."""
-    rows = np.flatnonzero(shard.usable & (task.rows(shard.phase) >= 0))
+    rotations as Euler angles against the labels' as indexed (the regression targets the
+    split already holds), no symmetry (paper 2's stopping score)."""
+    rows = np.flatnonzero(((data.usable > 0.5) & (data.operator_row >= 0)).numpy())
     predicted = Rotation.from_matrix(rotations[rows].astype(np.float64)).to_euler(degrees=True)
-    target = np.degrees(task.indexed_euler(shard)[rows])
+    target = np.degrees(data.euler.numpy()[rows].astype(np.float64) * np.array(EULER_RANGES))
     return paper2_scores(predicted, target)["r2"]
 
 

@@ -165,8 +165,8 @@ def split_key(data: DataConfig, spec: SplitSpec) -> str:
     if data.kind == "4dstem":
         settings.update(kind=data.kind, geometry=asdict(sped_geometry(data.frame_shape, data.voltage_kv)),
                         dose=list(data.dose))
-        if data.texture() is not None:
-            settings["texture"] = asdict(data.texture())
+        if (texture := data.texture()) is not None:
+            settings["texture"] = asdict(texture)
     else:
         settings.update(
             pattern_centre=list(data.pattern_centre), sample_tilt=data.sample_tilt, detector_tilt=data.detector_tilt,
