@@ -173,7 +173,7 @@ def lattice_scores(model: EvaluatedModel, shard: Shard, split: str) -> dict:
         "materials": materials,
         "confusion_by_material": by_material.tolist(),
     }
-    if split == "blind":
+    if split == "blind" and model.config.data.labels == "lattice":
         keep = usable & ~np.isin(shard.phase, ORDERED_SUPERSTRUCTURES)
         result["accuracy_without_ordered_superstructures"] = _mean(predicted[keep] == shard.lattice[keep])
     result["disorientation_deg"] = {

@@ -33,7 +33,7 @@ from diffstream.engines.availability import cpu_model
 from diffstream.engines.model_card import OUTPUTS, ModelCard, ModelClass, write_card
 
 from .config import Config
-from .datasets import HOLOHEDRY, ORDERED_SUPERSTRUCTURES, Shard, load_split, score
+from .datasets import ORDERED_SUPERSTRUCTURES, Shard, class_names, class_point_groups, load_split, score
 from .datasets.store import resolve_materials
 from .models import DiffractionNetwork
 from .models.preprocess import PREPROCESSORS
@@ -119,11 +119,15 @@ def preprocessing_text(checkpoint: dict, input_dtype: str) -> str:
 
 
 def build_card(config: Config, checkpoint: dict, metrics: dict) -> ModelCard:
-    """The card of a lattice model trained with ``config``: the classes with their holohedral
-    point groups, ``orientation`` on the lattices of the phases whose orientation was trained."""
+    """The card of an EBSD model trained with ``config``: the classes with their point groups
+    (``class_point_groups``), ``orientation`` on the lattices of the phases whose orientation
+    was trained."""
     oriented = {get_phase_entry(name).bravais_lattice for name in checkpoint["orientation_phases"]}
-    classes = tuple(ModelClass(name=c, point_group=HOLOHEDRY[c], orientation=c in oriented)
-                    for c in checkpoint["classes"])
+    names = class_names(config.data)
+    if list(names) != list(checkpoint["classes"]):
+        raise ValueError(f"checkpoint classes {checkpoint['classes']} differ from its config's {list(names)}")
+    classes = tuple(ModelClass(name=c, point_group=group, orientation=c in oriented)
+                    for c, group in zip(names, class_point_groups(config.data)))
     training, blind = resolve_materials(config.data)
     return ModelCard(
         name=config.name,
@@ -228,16 +232,17 @@ def measure_ort_rate(path: str | Path, batch: int = BENCH_BATCH, threads: int | 
 
 def evaluate_onnx(path: str | Path, config: Config, orientation_phases: tuple[str, ...]) -> dict:
     """Scores of the exported file on fresh frames: ``test`` (training materials), ``blind``
-    (materials never trained on; also without the ordered superstructures, whose patterns
-    are nearly their disordered parents'), ``demo`` (Ni, Fe, Ti on the ``fast`` camera at
+    (materials never trained on; for lattice labels also without the ordered superstructures,
+    whose patterns are nearly their disordered parents'), ``demo`` (Ni, Fe, Ti on the ``fast`` camera at
     the demo geometry), and the ONNX Runtime rate (timed for 5 s; 0.5 s for a quick run)."""
     session = onnx_session(path)
+    classes = class_names(config.data)
     results: dict = {}
     for split in ("test", "blind", "demo"):
         shard = load_split(config.data, split)
         outputs = run_onnx(session, shard.frames)
-        result = score(shard, *outputs, orientation_phases=orientation_phases)
-        if split == "blind":
+        result = score(shard, *outputs, orientation_phases=orientation_phases, classes=classes)
+        if split == "blind" and config.data.labels == "lattice":
             keep = ~np.isin(shard.phase, ORDERED_SUPERSTRUCTURES)
             result["lattice_accuracy_without_ordered_superstructures"] = score(
                 _subset(shard, keep), outputs[0][keep])["lattice_accuracy"]

@@ -2,14 +2,18 @@
 quick training path of its config."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from diffstream.engines.model_card import read_card
 from diffstream.trainer.config import ConfigError, load_config, parse_config
-from diffstream.trainer.datasets import class_names, load_split, split_spec
+from diffstream.trainer.datasets import class_names, class_point_groups, load_split, split_spec
 from diffstream.trainer.datasets.lattices import ORDERING_CLASSES, POINT_GROUP_PAIRS, class_index
+from diffstream.trainer.evaluation import evaluate_model
+from diffstream.trainer.export import export_checkpoint
 from diffstream.trainer.training import load_checkpoint, train
 
 CONFIG = Path(__file__).resolve().parents[2] / "trainer" / "configs" / "paper1-point-groups.toml"
@@ -36,12 +40,42 @@ def test_config_splits() -> None:
         parse_config({"name": "x", "data": {"labels": "space-group"}})
 
 
-def test_quick_training(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    """The config's quick variant trained once: its best metrics and run folder."""
+    run = tmp_path_factory.mktemp("point-groups") / "run"
+    return train(load_config(CONFIG, quick=True), run, progress=False), run
+
+
+def test_quick_training(quick_run: tuple[dict, Path]) -> None:
+    best, run = quick_run
     config = load_config(CONFIG, quick=True)
-    best = train(config, tmp_path / "run", progress=False)
-    checkpoint = load_checkpoint(tmp_path / "run" / "best.pt")
+    checkpoint = load_checkpoint(run / "best.pt")
     assert checkpoint["classes"] == list(ORDERING_CLASSES) and checkpoint["model"]["num_classes"] == 2
     assert 0 <= best["val_lattice_accuracy"] <= 1
     blind = load_split(config.data, "blind", progress=False)
     expected = np.array([class_index(p, "ordering") for p in blind.phase])
     assert np.array_equal(blind.lattice, expected) and set(expected) == {0, 1}
+
+
+def test_class_point_groups_are_the_materials_laue_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert class_point_groups(load_config(CONFIG).data) == ("m-3m", "m-3m")
+    monkeypatch.setitem(POINT_GROUP_PAIRS, "training", (*POINT_GROUP_PAIRS["training"], ("TiC", "Ti")))
+    mixed = dataclasses.replace(load_config(CONFIG).data, materials=("FeNi3", "Ni", "Ti"))
+    with pytest.raises(ConfigError, match="one Laue group"):
+        class_point_groups(mixed)
+
+
+def test_export_and_blind_evaluation(quick_run: tuple[dict, Path], tmp_path: Path) -> None:
+    """The exported card names the two classes under m-3m, and the blind evaluation scores
+    the pairs by material without the lattice model's superstructure subset."""
+    _, run = quick_run
+    out = tmp_path / "point-groups.onnx"
+    card = export_checkpoint(run / "best.pt", out, evaluate=True)
+    assert [(c.name, c.point_group) for c in card.classes] == [("disordered", "m-3m"), ("ordered", "m-3m")]
+    assert read_card(out).metrics["blind"]["per_lattice"].keys() == {"disordered", "ordered"}
+    result = evaluate_model(out, blind=True, frames=4)
+    assert result["classes"] == list(ORDERING_CLASSES)
+    assert result["materials"] == ["Ni3Al", "Mo3Si", "TaC", "Al", "FeAl", "W"]
+    assert np.array(result["confusion_by_material"]).sum() == 24
+    assert "accuracy_without_ordered_superstructures" not in result

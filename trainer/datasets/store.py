@@ -41,7 +41,15 @@ from diffstream.trainer.physics.geometry import EBSDGeometry
 from diffstream.trainer.physics.master_pattern import kinematical_master_pattern, master_pattern_cache_key
 from diffstream.trainer.physics.random_structures import random_names
 
-from .lattices import DEMO_PHASES, LATTICES, ORDERING_CLASSES, blind_materials, class_index, training_materials
+from .lattices import (
+    DEMO_PHASES,
+    HOLOHEDRY,
+    LATTICES,
+    ORDERING_CLASSES,
+    blind_materials,
+    class_index,
+    training_materials,
+)
 from .sped_synthesis import SpedShardPlan, sped_geometry, synthesize_sped_shard
 from .synthesis import CAMERA_BLOCK, Shard, ShardPlan, synthesize_shard
 
@@ -87,6 +95,22 @@ def class_names(data: DataConfig) -> tuple[str, ...]:
     if data.kind == "4dstem":
         return resolve_materials(data)[0]
     return ORDERING_CLASSES if data.labels == "ordering" else LATTICES
+
+
+def class_point_groups(data: DataConfig) -> tuple[str, ...]:
+    """The point group the live map reads for each class of an EBSD set: a lattice's
+    holohedry, or, for ordered / disordered, the Laue group all the class's training
+    materials share (the map colours a class's orientations under one group)."""
+    if data.labels != "ordering":
+        return tuple(HOLOHEDRY[name] for name in LATTICES)
+    laue: dict[str, set[str]] = {name: set() for name in ORDERING_CLASSES}
+    for material in resolve_materials(data)[0]:
+        group = get_phase_entry(material).phase().point_group.laue.name
+        laue[ORDERING_CLASSES[class_index(material, "ordering")]].add(group)
+    mixed = {name: sorted(groups) for name, groups in laue.items() if len(groups) != 1}
+    if mixed:
+        raise ConfigError(f"data.materials: each ordering class needs materials of one Laue group, got {mixed}")
+    return tuple(groups.pop() for groups in laue.values())
 
 
 def sped_split_sizes(patterns: int) -> dict[str, int]:
