@@ -127,6 +127,10 @@ class TrainConfig:
     """Paper 2's stopping rule: stop once the validation R² on Euler angles reaches this,
     checked every ``r2_every`` epochs (0: off)."""
     r2_every: int = 10
+    quarter_turns: bool = False
+    """Turn each training frame by a random multiple of 90° about the direct beam, its
+    orientation label with it (``trainer/augment.py``): exact for simulated 4D-STEM frames
+    only, and only with the symmetry-aware loss."""
     orientation_weight: float = 1.0
     usable_weight: float = 0.5
     class_weights: dict[str, float] = field(default_factory=dict)
@@ -194,6 +198,11 @@ def parse_config(raw: dict, text: str = "", quick: bool = False, origin: str = "
         key: _section(cls, {**raw.get(key, {}), **overrides.get(key, {})}, f"{origin} [{key}]")
         for key, cls in _SECTIONS.items()
     }
+    train, data = sections["train"], sections["data"]
+    if train.quarter_turns and not (data.kind == "4dstem" and data.source == "simulated"
+                                    and train.orientation_loss == "symmetry-aware"):
+        raise ConfigError(f"{origin} [train]: quarter_turns is exact only for simulated 4D-STEM frames "
+                          f"(kind = \"4dstem\", source = \"simulated\") with orientation_loss = \"symmetry-aware\"")
     return Config(name=str(raw["name"]), description=str(raw.get("description", "")), source=text,
                   quick=quick, **sections)
 

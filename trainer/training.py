@@ -26,6 +26,7 @@ from orix.quaternion import Rotation
 from torch import nn
 from tqdm import tqdm
 
+from .augment import epoch_turns, turn_about_beam
 from .config import Config, parse_config
 from .datasets import LATTICES, Shard, class_names, load_split, paper2_scores, score
 from .datasets.store import resolve_materials
@@ -275,8 +276,11 @@ def _run_epoch(model: nn.Module, loss_fn: MultiTaskLoss, optimizer: torch.optim.
     total, count = 0.0, 0
     bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.train.epochs}", unit="batch", disable=not progress,
                mininterval=5.0)
+    turns = epoch_turns(config.train.seed, epoch) if config.train.quarter_turns else None
     for index in bar:
         batch = data.batch(index, device)
+        if turns is not None:
+            batch = turn_about_beam(batch, torch.randint(0, 4, (len(index),), generator=turns))
         loss, _ = loss_fn(model(batch["frames"]), batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

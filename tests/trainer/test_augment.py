@@ -1,0 +1,73 @@
+"""Quarter turns about the beam: a turned training frame is the simulator's frame of the
+turned orientation, and the config admits the turns only where that holds."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from orix.quaternion import Rotation
+
+from diffstream.trainer.augment import epoch_turns, quarter_turn_matrices, turn_about_beam
+from diffstream.trainer.config import ConfigError, load_config, parse_config
+from diffstream.trainer.datasets.sped_synthesis import _reflections, sped_geometry
+from diffstream.trainer.physics.sampling import uniform_quaternions
+from diffstream.trainer.physics.sped import RenderSettings, render_patterns, simulate_spots
+from diffstream.trainer.training import train
+
+GEOMETRY = sped_geometry((128, 128), 300.0)
+
+
+def _frames(matrices: np.ndarray) -> np.ndarray:
+    """Noise-free uint16 frames (expected electrons, rounded), as the detector sends them, of
+    LiNiO2 at orientation matrices ``matrices``."""
+    quaternions = Rotation.from_matrix(matrices).data
+    spots = simulate_spots(_reflections("LiNiO2", GEOMETRY), quaternions, GEOMETRY, thickness_nm=50.0)
+    electrons = render_patterns(spots, GEOMETRY, RenderSettings(dose=3e5))
+    return np.clip(np.rint(electrons), 0, np.iinfo(np.uint16).max).astype(np.uint16)
+
+
+def test_turned_frame_is_the_turned_orientation_s_frame() -> None:
+    matrices = Rotation(uniform_quaternions(4, np.random.default_rng(3))).to_matrix().astype(np.float32)
+    frames = _frames(matrices)
+    turns = torch.tensor([0, 1, 2, 3])
+    batch = {"frames": torch.from_numpy(frames), "rotation": torch.from_numpy(matrices),
+             "usable": torch.ones(4)}
+    turned = turn_about_beam(batch, turns)
+    expected = _frames(turned["rotation"].numpy().astype(np.float64))
+    difference = np.abs(turned["frames"].numpy().astype(np.int64) - expected)
+    assert turned["frames"].dtype == torch.uint16 and difference.max() <= 1  # rounding of equal floats
+    assert np.abs(turned["frames"][1].numpy().astype(np.int64) - frames[1]).max() > 100
+    assert turned["usable"] is batch["usable"]
+    assert torch.equal(turned["frames"][0], batch["frames"][0])
+
+
+def test_quarter_turns_are_rotations_about_the_optic_axis() -> None:
+    matrices = quarter_turn_matrices().numpy()
+    expected = Rotation.from_axes_angles([0, 0, 1], np.arange(4) * np.pi / 2).to_matrix()
+    assert np.array_equal(matrices, np.rint(expected))
+
+
+def test_turns_repeat_per_epoch_and_differ_between_epochs() -> None:
+    draw = lambda epoch: torch.randint(0, 4, (64,), generator=epoch_turns(1, epoch))  # noqa: E731
+    assert torch.equal(draw(3), draw(3)) and not torch.equal(draw(3), draw(4))
+
+
+def test_config_admits_turns_only_where_they_are_exact() -> None:
+    data = {"kind": "4dstem", "materials": ["LiNiO2"], "patterns": 100}
+    raw = {"name": "x", "data": data, "train": {"quarter_turns": True}}
+    assert parse_config(raw).train.quarter_turns
+    with pytest.raises(ConfigError, match="quarter_turns"):
+        parse_config({"name": "x", "train": {"quarter_turns": True}})
+    with pytest.raises(ConfigError, match="quarter_turns"):
+        parse_config({**raw, "train": {"quarter_turns": True, "orientation_loss": "euler-huber"}})
+
+
+def test_quick_training_with_turns(tmp_path: Path) -> None:
+    """The turns run inside the loop on the uint16 frames the 4D-STEM sets hold."""
+    config = load_config("sped-orientation", quick=True)
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, quarter_turns=True))
+    best = train(config, tmp_path / "run", progress=False)
+    assert np.isfinite(best["val_loss"]) and (tmp_path / "run" / "best.pt").exists()
