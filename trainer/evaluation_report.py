@@ -122,17 +122,21 @@ def _training_curves(history: list[dict], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     epochs = [h["epoch"] for h in history]
-    fig, (loss_ax, angle_ax) = plt.subplots(1, 2, figsize=(9, 3.5))
+    oriented = list(history[-1].get("val_median_disorientation_deg", {}))  # none for a classifier alone
+    fig, axes = plt.subplots(1, 2 if oriented else 1, figsize=(9 if oriented else 4.5, 3.5), squeeze=False)
+    loss_ax = axes[0, 0]
     loss_ax.plot(epochs, [h["train_loss"] for h in history], label="train")
     loss_ax.plot(epochs, [h["val_loss"] for h in history], label="validation")
     loss_ax.set_xlabel("epoch")
     loss_ax.set_ylabel("loss")
     loss_ax.legend()
-    for name in history[-1].get("val_median_disorientation_deg", {}):
-        angle_ax.plot(epochs, [h["val_median_disorientation_deg"].get(name) for h in history], label=name)
-    angle_ax.set_xlabel("epoch")
-    angle_ax.set_ylabel("validation median disorientation (°)")
-    angle_ax.legend()
+    if oriented:
+        angle_ax = axes[0, 1]
+        for name in oriented:
+            angle_ax.plot(epochs, [h["val_median_disorientation_deg"].get(name) for h in history], label=name)
+        angle_ax.set_xlabel("epoch")
+        angle_ax.set_ylabel("validation median disorientation (°)")
+        angle_ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

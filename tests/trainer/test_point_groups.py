@@ -3,6 +3,7 @@ quick training path of its config."""
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,8 @@ from diffstream.engines.model_card import read_card
 from diffstream.trainer.config import ConfigError, load_config, parse_config
 from diffstream.trainer.datasets import class_names, class_point_groups, load_split, split_spec
 from diffstream.trainer.datasets.lattices import ORDERING_CLASSES, POINT_GROUP_PAIRS, class_index
-from diffstream.trainer.evaluation import evaluate_model
+from diffstream.trainer.evaluation import evaluate_model, load_for_evaluation
+from diffstream.trainer.evaluation_report import write_report
 from diffstream.trainer.export import export_checkpoint
 from diffstream.trainer.training import load_checkpoint, train
 
@@ -79,3 +81,7 @@ def test_export_and_blind_evaluation(quick_run: tuple[dict, Path], tmp_path: Pat
     assert result["materials"] == ["Ni3Al", "Mo3Si", "TaC", "Al", "FeAl", "W"]
     assert np.array(result["confusion_by_material"]).sum() == 24
     assert "accuracy_without_ordered_superstructures" not in result
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a classifier's training curves have no empty angle panel
+        report = write_report(result, load_for_evaluation(out), tmp_path / "report")
+    assert report["files"] == ["confusion.png", "confusion_by_material.png", "training_curves.png"]
