@@ -19,11 +19,15 @@ data regenerated from the training config stored in its card with the data seed 
 - The dose study (``evaluate_dose``, EBSD lattice models): the same test set at a series of
   camera doses, each camera's gain raised to keep its mean level, so only the shot noise
   changes: accuracy and median disorientation as the dose drops.
+- The voltage study (``evaluate_voltage``): the test or blind set at a series of beam
+  voltages, which scale every band's width: whether the model has learnt lattices or its
+  training materials' band widths.
 """
 from __future__ import annotations
 
 import dataclasses
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -43,11 +47,11 @@ from .datasets import (
     split_spec,
     synthesize_shard,
 )
-from .datasets.store import shard_plans
+from .datasets.store import load_masters, shard_plans
 from .export import onnx_session, run_onnx
 from .orientation import disorientation_deg, indexed_euler, laue_operators, nearest_operator, quaternions_to_matrices
 from .physics.catalogue import get_phase_entry
-from .physics.master_pattern import kinematical_master_pattern
+from .physics.master_pattern import VOLTAGE_RANGE_KV
 
 EVALUATION_SEED_OFFSET = 1000
 """Added to the config's data seed: the splits of a seed are disjoint draws, so seed + 1000
@@ -58,6 +62,10 @@ and score on two CPU cores."""
 DEFAULT_DOSES = (10.0, 30.0, 100.0, 300.0, 1000.0)
 """Electrons per pixel of the dose study: from below the training cameras' range (25-300 for
 the fast camera, 500-4000 for the high-resolution one) to inside the high-resolution range."""
+DEFAULT_VOLTAGES = (10.0, 15.0, 20.0, 25.0, 30.0)
+"""Beam voltages (kV) of the voltage study: the range SEMs record EBSD patterns at."""
+SWEEPS = {"dose": "dose study", "voltage_kv": "voltage study"}
+"""The condition each study varies (the key of its rows) and its name."""
 
 
 class EvaluationError(ValueError):
@@ -115,32 +123,58 @@ def evaluate_dose(spec: str | Path, doses: tuple[float, ...] = DEFAULT_DOSES, fr
     every camera's gain raised to keep its mean level), ``frames`` per material. The
     orientations and pattern centres are the same at every dose; the cameras are drawn from
     the same distribution (their noise draws depend on the dose)."""
-    model = load_for_evaluation(spec)
-    if model.card.kind != "ebsd":
-        raise EvaluationError(f"doses: the dose study is for EBSD lattice models; {model.card.name} is "
-                              f"{model.card.kind!r}")
     if not doses or min(doses) <= 0:
         raise EvaluationError(f"doses: need positive electrons per pixel, got {', '.join(map(str, doses))}")
+    return _sweep(spec, "dose", doses, frames, "test",
+                  lambda data, dose: simulate_split(data, "test", dose=dose))
+
+
+def evaluate_voltage(spec: str | Path, voltages: tuple[float, ...] = DEFAULT_VOLTAGES, frames: int | None = None,
+                     blind: bool = False) -> dict:
+    """An EBSD lattice model's accuracy and median disorientation across beam voltages: the
+    test (or ``blind``) set made again from master patterns at each of ``voltages`` (kV), the
+    same orientations, pattern centres and cameras at every voltage. Band widths scale with
+    the electron wavelength, so a voltage the model was not trained at shows whether it has
+    learnt a lattice or its training materials' exact band widths."""
+    low, high = VOLTAGE_RANGE_KV
+    if not voltages or not all(low <= kv <= high for kv in voltages):
+        raise EvaluationError(f"voltages: need beam voltages in [{low:g}, {high:g}] kV, "
+                              f"got {', '.join(map(str, voltages))}")
+    split = "blind" if blind else "test"
+    return _sweep(spec, "voltage_kv", voltages, frames, split,
+                  lambda data, kv: simulate_split(dataclasses.replace(data, voltage_kv=kv), split))
+
+
+def _sweep(spec: str | Path, variable: str, values: tuple[float, ...], frames: int | None, split: str,
+           make_split: Callable[[DataConfig, float], Shard]) -> dict:
+    """Score ``split`` of an EBSD lattice model's evaluation data made by ``make_split`` at
+    each of ``values``: the rows of a dose or voltage study (``SWEEPS``)."""
+    model = load_for_evaluation(spec)
+    if model.card.kind != "ebsd":
+        raise EvaluationError(f"{variable}: the {SWEEPS[variable]} is for EBSD lattice models; {model.card.name} is "
+                              f"{model.card.kind!r}")
     n = DEFAULT_FRAMES["ebsd"] if frames is None else frames
     if n < 1:
         raise EvaluationError(f"n: frames must be a positive integer, got {n}")
     data = dataclasses.replace(model.config.data, seed=model.config.data.seed + EVALUATION_SEED_OFFSET,
                                test_patterns_per_phase=n)
     rows = []
-    for dose in doses:
-        result = lattice_scores(model, simulate_split(data, "test", dose=float(dose)), "test")
-        rows.append({"dose": float(dose), "frames": result["frames"], "accuracy": result["accuracy"],
-                     "median_disorientation_deg": {name: stats["median"]
-                                                   for name, stats in result["disorientation_deg"].items()}})
-    return {"model": model.card.name, "file": str(model.path), "kind": model.card.kind, "split": "test",
-            "data_seed": data.seed, "frames_per_material": n, "dose_sweep": rows}
+    for value in values:
+        result = lattice_scores(model, make_split(data, float(value)), split)
+        row = {variable: float(value), "frames": result["frames"], "accuracy": result["accuracy"],
+               "median_disorientation_deg": {name: stats["median"]
+                                             for name, stats in result["disorientation_deg"].items()}}
+        if "accuracy_without_ordered_superstructures" in result:
+            row["accuracy_without_ordered_superstructures"] = result["accuracy_without_ordered_superstructures"]
+        rows.append(row)
+    return {"model": model.card.name, "file": str(model.path), "kind": model.card.kind, "split": split,
+            "data_seed": data.seed, "frames_per_material": n, "sweep": variable, "rows": rows}
 
 
 def simulate_split(data: DataConfig, split: str, dose: float | None = None) -> Shard:
     """``split`` of ``data`` made in memory (not cached), every camera at ``dose`` if given."""
     spec = split_spec(data, split)
-    masters = {name: kinematical_master_pattern(name, data.voltage_kv, half_size=data.master_half_size)
-               for name in spec.phases}
+    masters = load_masters(data, spec)
     shards = [synthesize_shard(dataclasses.replace(plan, dose=dose), masters) for plan in shard_plans(data, spec)]
     return Shard(**{key: np.concatenate([s.arrays()[key] for s in shards]) for key in shards[0].arrays()})
 

@@ -13,6 +13,7 @@
   template-matching labels).
 - ``gradcam.png`` with ``--gradcam``: Grad-CAM maps over a few test frames per class
   (paper 1 Fig. 5; ``gradcam.py``).
+- ``dose.png`` or ``voltage.png`` for a dose or voltage study (``write_sweep_report``).
 """
 from __future__ import annotations
 
@@ -65,9 +66,15 @@ def write_report(result: dict, model: EvaluatedModel, out_dir: str | Path, gradc
     return report
 
 
-def write_dose_report(result: dict, out_dir: str | Path) -> dict:
-    """Write ``dose.png`` (accuracy and the oriented phases' median disorientation against
-    the dose) and ``metrics.json`` for an ``evaluate_dose`` result; returns the ``report`` entry."""
+SWEEP_AXES = {"dose": ("dose (electrons per pixel)", "log", "dose.png"),
+              "voltage_kv": ("beam voltage (kV)", "linear", "voltage.png")}
+"""Per study variable: the x-axis label, its scale and the figure's file name."""
+
+
+def write_sweep_report(result: dict, out_dir: str | Path) -> dict:
+    """Write the study's figure (``dose.png`` or ``voltage.png``: accuracy and the oriented
+    phases' median disorientation against the varied condition) and ``metrics.json`` for an
+    ``evaluate_dose`` or ``evaluate_voltage`` result; returns the ``report`` entry."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -75,25 +82,31 @@ def write_dose_report(result: dict, out_dir: str | Path) -> dict:
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = result["dose_sweep"]
-    doses = [row["dose"] for row in rows]
+    variable, rows = result["sweep"], result["rows"]
+    label, scale, name = SWEEP_AXES[variable]
+    values = [row[variable] for row in rows]
     fig, (accuracy_ax, angle_ax) = plt.subplots(1, 2, figsize=(9, 3.5))
-    accuracy_ax.plot(doses, [row["accuracy"] for row in rows], "o-")
+    accuracy_ax.plot(values, [row["accuracy"] for row in rows], "o-", label="all materials")
+    if "accuracy_without_ordered_superstructures" in rows[0]:
+        accuracy_ax.plot(values, [row["accuracy_without_ordered_superstructures"] for row in rows], "s--",
+                         label="without ordered superstructures")
+        accuracy_ax.legend()
     accuracy_ax.set_ylabel("lattice accuracy")
     accuracy_ax.set_ylim(0, 1)
-    for name in rows[0]["median_disorientation_deg"]:
-        angle_ax.plot(doses, [row["median_disorientation_deg"][name] for row in rows], "o-", label=name)
+    for phase in rows[0]["median_disorientation_deg"]:
+        angle_ax.plot(values, [row["median_disorientation_deg"][phase] for row in rows], "o-", label=phase)
     angle_ax.set_ylabel("median disorientation (°)")
     if rows[0]["median_disorientation_deg"]:
         angle_ax.legend()
     for ax in (accuracy_ax, angle_ax):
-        ax.set_xscale("log")
-        ax.set_xlabel("dose (electrons per pixel)")
-    fig.suptitle(f"{result['model']}: {result['frames_per_material']} fresh test frames per material and dose")
+        ax.set_xscale(scale)
+        ax.set_xlabel(label)
+    fig.suptitle(f"{result['model']}: {result['frames_per_material']} fresh {result['split']} frames per material "
+                 f"and {label.split(' (')[0]}")
     fig.tight_layout()
-    fig.savefig(out_dir / "dose.png", dpi=120)
+    fig.savefig(out_dir / name, dpi=120)
     plt.close(fig)
-    report = {"files": ["dose.png"], "skipped": {}}
+    report = {"files": [name], "skipped": {}}
     (out_dir / "metrics.json").write_text(json.dumps({**result, "report": report}, indent=1), encoding="utf-8")
     return report
 

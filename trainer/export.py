@@ -149,7 +149,8 @@ def build_card(config: Config, checkpoint: dict, metrics: dict) -> ModelCard:
             "geometry": {"frame_shape": list(config.data.frame_shape),
                          "pattern_centre_bruker": list(config.data.pattern_centre),
                          "pc_jitter": config.data.pc_jitter, "sample_tilt": config.data.sample_tilt,
-                         "detector_tilt": config.data.detector_tilt, "voltage_kv": config.data.voltage_kv},
+                         "detector_tilt": config.data.detector_tilt, "voltage_kv": config.data.voltage_kv,
+                         "train_voltages_kv": list(config.data.train_voltages_kv) or [config.data.voltage_kv]},
         }),
         metrics=metrics,
     )

@@ -24,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "score the ONNX file on them with ONNX Runtime: for EBSD lattice models accuracy, per-class precision "
             "and recall, confusion matrices and the disorientation of the oriented phases; for 4D-STEM orientation "
             "models the disorientation and paper 2's MAE, MSE and R² on Euler angles. --dose-sweep or --doses: the "
-            "same test frames at a series of camera doses instead (EBSD lattice models)."
+            "same test frames at a series of camera doses instead; --voltage-sweep or --voltages: the test (or "
+            "--blind) frames at a series of beam voltages, which scale the band widths (EBSD lattice models)."
         ),
     )
     parser.add_argument("--model", required=True,
@@ -41,6 +42,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "10, 30, 100, 300 and 1000 electrons per pixel (EBSD lattice models)")
     parser.add_argument("--doses", metavar="LIST",
                         help="the dose study at these doses, comma-separated electrons per pixel (e.g. 10,100,1000)")
+    parser.add_argument("--voltage-sweep", action="store_true",
+                        help="the voltage study: accuracy and median disorientation of the test (or --blind) set "
+                             "made again at 10, 15, 20, 25 and 30 kV (EBSD lattice models)")
+    parser.add_argument("--voltages", metavar="LIST",
+                        help="the voltage study at these beam voltages, comma-separated kV (e.g. 10,20,30)")
     parser.add_argument("--gradcam", action="store_true",
                         help="with --report, also write gradcam.png: Grad-CAM maps over a few test frames per class "
                              "(EBSD lattice models; from the .pt2 beside the model, or --checkpoint)")
@@ -57,19 +63,24 @@ def run(args: argparse.Namespace) -> int:
 
     if args.n is not None and args.n < 1:
         raise UserError(f"n: must be a positive number of frames, got {args.n}")
-    doses = _doses(args)
-    if (args.gradcam and (args.report is None or doses)) or (args.checkpoint and not args.gradcam):
-        raise UserError("--gradcam needs --report DIR (and no dose study), and --checkpoint needs --gradcam")
+    doses = _values(args.doses, args.dose_sweep, "doses", "electrons per pixel such as 10,100,1000")
+    voltages = _values(args.voltages, args.voltage_sweep, "voltages", "kV such as 10,20,30")
+    if doses and voltages:
+        raise UserError("--doses and --voltages: one study at a time")
+    study = doses or voltages
+    if (args.gradcam and (args.report is None or study)) or (args.checkpoint and not args.gradcam):
+        raise UserError("--gradcam needs --report DIR (and no dose or voltage study), and --checkpoint needs --gradcam")
     if doses and args.blind:
         raise UserError("--blind: the dose study uses the test materials; leave out --blind or the doses")
     try:
-        if doses:
-            from diffstream.trainer.evaluation import evaluate_dose
-            from diffstream.trainer.evaluation_report import write_dose_report
+        if study:
+            from diffstream.trainer.evaluation import evaluate_dose, evaluate_voltage
+            from diffstream.trainer.evaluation_report import write_sweep_report
 
-            result = evaluate_dose(args.model, doses, frames=args.n)
+            result = (evaluate_dose(args.model, doses, frames=args.n) if doses
+                      else evaluate_voltage(args.model, voltages, frames=args.n, blind=args.blind))
             if args.report is not None:
-                result["report"] = write_dose_report(result, args.report)
+                result["report"] = write_sweep_report(result, args.report)
         else:
             gradcam = _gradcam(args, load_for_evaluation(args.model)) if args.gradcam else None
             result = evaluate_model(args.model, blind=args.blind, frames=args.n)
@@ -82,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(_dose_table(result) if doses else _summary(result))
+        print(_sweep_table(result) if study else _summary(result))
     return 0
 
 
@@ -104,32 +115,36 @@ def _gradcam(args: argparse.Namespace, model: EvaluatedModel) -> GradCam:
     return gradcam
 
 
-def _doses(args: argparse.Namespace) -> tuple[float, ...]:
-    """The doses asked for (--doses, or --dose-sweep's defaults), or () for a plain evaluation."""
+def _values(listed: str | None, sweep: bool, name: str, example: str) -> tuple[float, ...]:
+    """The values of a study (``listed``, comma-separated, or the defaults when ``sweep``),
+    or () for a plain evaluation."""
     from diffstream.live.cli import UserError
-    from diffstream.trainer.evaluation import DEFAULT_DOSES
+    from diffstream.trainer.evaluation import DEFAULT_DOSES, DEFAULT_VOLTAGES
 
-    if args.doses is None:
-        return DEFAULT_DOSES if args.dose_sweep else ()
+    if listed is None:
+        return {"doses": DEFAULT_DOSES, "voltages": DEFAULT_VOLTAGES}[name] if sweep else ()
     try:
-        doses = tuple(float(item) for item in args.doses.split(","))
+        values = tuple(float(item) for item in listed.split(","))
     except ValueError:
-        raise UserError(f"doses: expected comma-separated numbers such as 10,100,1000, got {args.doses!r}") from None
-    if min(doses) <= 0:
-        raise UserError(f"doses: electrons per pixel must be positive, got {args.doses!r}")
-    return doses
+        raise UserError(f"{name}: expected comma-separated {example}, got {listed!r}") from None
+    if min(values) <= 0:
+        raise UserError(f"{name}: must be positive, got {listed!r}")
+    return values
 
 
-def _dose_table(result: dict) -> str:
-    """One row per dose: accuracy and each oriented phase's median disorientation."""
-    rows = result["dose_sweep"]
+def _sweep_table(result: dict) -> str:
+    """One row per dose or voltage: accuracy and each oriented phase's median disorientation."""
+    from diffstream.trainer.evaluation_report import SWEEP_AXES
+
+    variable, rows = result["sweep"], result["rows"]
+    label = SWEEP_AXES[variable][0]
     phases = list(rows[0]["median_disorientation_deg"])
-    lines = [f"{result['model']} on {result['frames_per_material']} fresh test frames per material and dose "
-             f"(data seed {result['data_seed']})",
-             "  dose (e/px)  accuracy" + "".join(f"  {name + ' median':>12}" for name in phases)]
+    lines = [f"{result['model']} on {result['frames_per_material']} fresh {result['split']} frames per material "
+             f"and {label.split(' (')[0]} (data seed {result['data_seed']})",
+             f"  {label:>26}  accuracy" + "".join(f"  {name + ' median':>12}" for name in phases)]
     for row in rows:
         angles = "".join(f"  {row['median_disorientation_deg'][name]:>11.1f}°" for name in phases)
-        lines.append(f"  {row['dose']:>11g}  {row['accuracy']:>8.4f}{angles}")
+        lines.append(f"  {row[variable]:>26g}  {row['accuracy']:>8.4f}{angles}")
     if "report" in result:
         lines.append(f"  report: {', '.join(result['report']['files'])}")
     return "\n".join(lines)

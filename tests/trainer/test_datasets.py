@@ -22,7 +22,7 @@ from diffstream.trainer.datasets import (
     synthesize_shard,
     training_materials,
 )
-from diffstream.trainer.datasets.store import shard_plans
+from diffstream.trainer.datasets.store import shard_plans, split_key, split_voltages
 from diffstream.trainer.physics.catalogue import catalogue, get_phase_entry
 from diffstream.trainer.physics.ebsd_projection import synthetic_master_pattern
 from diffstream.trainer.physics.master_pattern import kinematical_master_pattern
@@ -32,9 +32,10 @@ TINY = DataConfig(materials=("Ni", "Al", "Fe", "Ti"), blind=("W",), patterns_per
                   master_half_size=24, shard_size=48, seed=3)
 
 
-def _masters(phases: tuple[str, ...]) -> dict:
+def _masters(phases: tuple[str, ...], voltages: tuple[float, ...] = (20.0,)) -> dict:
     """Random stand-in master patterns: shards only need something to project."""
-    return {name: synthetic_master_pattern(half_size=24, seed=i) for i, name in enumerate(phases)}
+    return {(name, kv): synthetic_master_pattern(half_size=24, seed=i)
+            for i, (name, kv) in enumerate((n, v) for n in phases for v in voltages)}
 
 
 def _plan(seed: int = 0):
@@ -103,7 +104,7 @@ def test_stored_quaternions_are_the_projected_rotations() -> None:
     data = dataclasses.replace(TINY, materials=("Ni",), patterns_per_lattice=24, unusable_fraction=0.0,
                                high_res_fraction=1.0)
     plan = shard_plans(data, split_spec(data, "train"))[0]
-    shard = synthesize_shard(plan, {"Ni": master})
+    shard = synthesize_shard(plan, {("Ni", 20.0): master})
     geometry = EBSDGeometry(shape=(60, 60))
     own = project_patterns(master, shard.quaternions, geometry.with_pc(shard.pc))
     shifted = np.roll(own, 1, axis=0)
@@ -144,6 +145,38 @@ def test_split_round_trip_cache_and_balance() -> None:
     assert np.array_equal(again.frames, shard.frames)
     reseeded = build_split(dataclasses.replace(TINY, seed=4), "train", progress=False)
     assert reseeded != folder
+
+
+def test_training_voltages_spread_frames_over_their_master_patterns() -> None:
+    """Each (phase, voltage) has its own stand-in master: every frame must be the projection
+    of exactly one of its phase's voltages, and both voltages must be drawn."""
+    from diffstream.trainer.physics.ebsd_projection import project_patterns
+
+    data = dataclasses.replace(TINY, materials=("Ni",), patterns_per_lattice=32, unusable_fraction=0.0,
+                               train_voltages_kv=(15.0, 25.0))
+    plan = shard_plans(data, split_spec(data, "train"))[0]
+    assert plan.voltages == (15.0, 25.0)
+    masters = _masters(("Ni",), plan.voltages)
+    shard = synthesize_shard(plan, masters)
+    frames = shard.frames.reshape(len(shard), -1).astype(np.float64)
+    matches = []
+    for kv in plan.voltages:
+        clean = project_patterns(masters["Ni", kv], shard.quaternions, plan.geometry.with_pc(shard.pc))
+        clean = clean.reshape(len(shard), -1)
+        matches.append([np.corrcoef(f, c)[0, 1] for f, c in zip(frames, clean)])
+    best = np.argmax(matches, axis=0)
+    assert np.all(np.max(matches, axis=0) > np.min(matches, axis=0) + 0.2)
+    assert set(best) == {0, 1}
+
+
+def test_training_voltages_apply_to_train_and_val_only() -> None:
+    data = dataclasses.replace(TINY, train_voltages_kv=(15.0, 25.0))
+    assert split_voltages(data, "train") == split_voltages(data, "val") == (15.0, 25.0)
+    assert split_voltages(data, "test") == split_voltages(data, "blind") == split_voltages(data, "demo") == (20.0,)
+    assert split_voltages(TINY, "train") == (20.0,)
+    for split in ("train", "val"):
+        assert split_key(data, split_spec(data, split)) != split_key(TINY, split_spec(TINY, split))
+    assert split_key(data, split_spec(data, "blind")) == split_key(TINY, split_spec(TINY, "blind"))
 
 
 @pytest.mark.parametrize("split", ["val", "test", "blind", "demo"])

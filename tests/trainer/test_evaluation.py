@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from scipy import ndimage
 
 from conftest import run_diffstream
 from diffstream.engines.model_card import read_card
@@ -24,11 +25,12 @@ from diffstream.trainer.evaluation import (
     euler_scores,
     evaluate_dose,
     evaluate_model,
+    evaluate_voltage,
     load_for_evaluation,
     precision_recall,
     simulate_split,
 )
-from diffstream.trainer.evaluation_report import write_dose_report, write_report
+from diffstream.trainer.evaluation_report import write_report, write_sweep_report
 from diffstream.trainer.export import ExportWrapper, export_checkpoint, onnx_session, run_onnx
 from diffstream.trainer.orientation import laue_operators, quaternions_to_matrices
 from diffstream.trainer.physics.sampling import random_quaternions
@@ -205,16 +207,57 @@ def test_dose_changes_only_the_noise() -> None:
 def test_dose_sweep(lattice_model: Path, tmp_path: Path) -> None:
     result = evaluate_dose(lattice_model, (5.0, 5000.0), frames=4)
     assert result["data_seed"] == 1 + EVALUATION_SEED_OFFSET and result["frames_per_material"] == 4
-    assert [row["dose"] for row in result["dose_sweep"]] == [5.0, 5000.0]
-    for row in result["dose_sweep"]:
+    assert result["sweep"] == "dose" and [row["dose"] for row in result["rows"]] == [5.0, 5000.0]
+    for row in result["rows"]:
         assert row["frames"] == 12 and 0 <= row["accuracy"] <= 1
         assert set(row["median_disorientation_deg"]) == {"Ni", "Fe", "Ti"}
         assert all(0 <= angle <= 180 for angle in row["median_disorientation_deg"].values())
-    report = write_dose_report(result, tmp_path)
+    report = write_sweep_report(result, tmp_path)
     assert report["files"] == ["dose.png"] and (tmp_path / "dose.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert json.loads((tmp_path / "metrics.json").read_text())["dose_sweep"] == result["dose_sweep"]
+    assert json.loads((tmp_path / "metrics.json").read_text())["rows"] == result["rows"]
     with pytest.raises(EvaluationError, match="positive electrons per pixel"):
         evaluate_dose(lattice_model, (0.0, 10.0), frames=4)
+
+
+def test_voltage_changes_only_the_pattern() -> None:
+    """The same orientations, pattern centres and labels at every voltage, and each frame is
+    the projection of its own voltage's master pattern (whose bands narrow as it rises)."""
+    from diffstream.trainer.physics.ebsd_projection import project_patterns
+    from diffstream.trainer.physics.geometry import EBSDGeometry
+    from diffstream.trainer.physics.master_pattern import kinematical_master_pattern
+
+    config = load_config(CONFIGS / "ebsd-lattice.toml", quick=True)
+    data = dataclasses.replace(config.data, test_patterns_per_phase=8, high_res_fraction=1.0)
+    shards = {kv: simulate_split(dataclasses.replace(data, voltage_kv=kv), "test") for kv in (10.0, 30.0)}
+    low, high = shards.values()
+    assert np.array_equal(low.quaternions, high.quaternions) and np.array_equal(low.pc, high.pc)
+    assert np.array_equal(low.lattice, high.lattice)
+    rows = low.phase == "Ni"
+    geometry = EBSDGeometry(shape=data.frame_shape).with_pc(low.pc[rows])
+    clean = {kv: project_patterns(kinematical_master_pattern("Ni", kv, half_size=data.master_half_size),
+                                  low.quaternions[rows], geometry).reshape(rows.sum(), -1) for kv in shards}
+
+    def r(frames: np.ndarray, kv: float) -> np.ndarray:
+        """Per frame, Pearson r with the clean pattern at ``kv``, the camera's background
+        (a blur of σ = width/8, as the networks remove it) taken off first."""
+        bands = frames - ndimage.gaussian_filter(frames.astype(float), (0, 7.5, 7.5))
+        return np.array([np.corrcoef(f, c)[0, 1] for f, c in zip(bands.reshape(len(frames), -1), clean[kv])])
+
+    assert (r(low.frames[rows], 10.0) > r(low.frames[rows], 30.0)).all()
+    assert (r(high.frames[rows], 30.0) > r(high.frames[rows], 10.0)).all()
+
+
+def test_voltage_sweep_on_blind_materials(lattice_model: Path, tmp_path: Path) -> None:
+    result = evaluate_voltage(lattice_model, (15.0, 25.0), frames=4, blind=True)
+    assert result["sweep"] == "voltage_kv" and result["split"] == "blind"
+    assert [row["voltage_kv"] for row in result["rows"]] == [15.0, 25.0]
+    for row in result["rows"]:
+        assert row["frames"] == 4 and 0 <= row["accuracy"] <= 1
+        assert row["accuracy_without_ordered_superstructures"] == row["accuracy"]  # the quick blind set is Al
+    report = write_sweep_report(result, tmp_path)
+    assert report["files"] == ["voltage.png"] and (tmp_path / "voltage.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(EvaluationError, match=r"voltages: need beam voltages in \[1, 40\] kV"):
+        evaluate_voltage(lattice_model, (20.0, 200.0), frames=4)
 
 
 def test_dose_cli(lattice_model: Path, sped_model: tuple[Path, Path]) -> None:
@@ -222,10 +265,19 @@ def test_dose_cli(lattice_model: Path, sped_model: tuple[Path, Path]) -> None:
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert "accuracy" in lines[1] and [line.split()[0] for line in lines[2:4]] == ["20", "2000"]
+    done = run_diffstream("evaluate", "--model", str(lattice_model), "--voltages", "15,25", "--blind", "--n", "2")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "blind frames" in lines[0] and "beam voltage (kV)" in lines[1]
+    assert [line.split()[0] for line in lines[2:4]] == ["15", "25"]
     for argv, message in ((["--model", str(lattice_model), "--doses", "ten"], "doses: expected comma-separated"),
                           (["--model", str(lattice_model), "--doses", "-5"], "must be positive"),
                           (["--model", str(lattice_model), "--dose-sweep", "--blind"], "--blind: the dose study"),
-                          (["--model", str(sped_model[0]), "--dose-sweep"], "for EBSD lattice models")):
+                          (["--model", str(sped_model[0]), "--dose-sweep"], "for EBSD lattice models"),
+                          (["--model", str(sped_model[0]), "--voltage-sweep"], "voltage study is for EBSD"),
+                          (["--model", str(lattice_model), "--voltages", "20,60"], "voltages: need beam voltages"),
+                          (["--model", str(lattice_model), "--voltages", "x"], "voltages: expected comma-separated"),
+                          (["--model", str(lattice_model), "--doses", "10", "--voltages", "20"], "one study")):
         done = run_diffstream("evaluate", *argv, "--n", "2")
         assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
         assert done.stderr.startswith("diffstream: error: ") and message in done.stderr

@@ -55,6 +55,10 @@ def test_config_errors_name_the_field() -> None:
         parse_config({"name": "x", "train": {"batch_size": 0}})
     with pytest.raises(ConfigError, match="missing 'name'"):
         parse_config({})
+    with pytest.raises(ConfigError, match="train_voltages_kv spreads simulated EBSD"):
+        parse_config({"name": "x", "data": {"kind": "4dstem", "patterns": 10, "train_voltages_kv": [15, 25]}})
+    with pytest.raises(ConfigError, match="train_voltages_kv must be a list"):
+        parse_config({"name": "x", "data": {"train_voltages_kv": ["20"]}})
 
 
 @pytest.fixture(scope="module")

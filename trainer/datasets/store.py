@@ -38,7 +38,11 @@ from tqdm import tqdm
 from diffstream.trainer.config import BLIND_REST, PAPER1_TRAINING, ConfigError, DataConfig
 from diffstream.trainer.physics.catalogue import get_phase_entry
 from diffstream.trainer.physics.geometry import EBSDGeometry
-from diffstream.trainer.physics.master_pattern import kinematical_master_pattern, master_pattern_cache_key
+from diffstream.trainer.physics.master_pattern import (
+    MasterPattern,
+    kinematical_master_pattern,
+    master_pattern_cache_key,
+)
 from diffstream.trainer.physics.random_structures import random_names
 
 from .lattices import (
@@ -175,6 +179,7 @@ def dataset_cache_root() -> Path:
 
 def split_key(data: DataConfig, spec: SplitSpec) -> str:
     """The hash naming a split's cache folder (see the module docstring)."""
+    voltages = split_voltages(data, spec.name)
     settings = {
         "format": DATASET_FORMAT,
         "camera_block": CAMERA_BLOCK,
@@ -186,6 +191,8 @@ def split_key(data: DataConfig, spec: SplitSpec) -> str:
     }
     if data.labels != "lattice":
         settings["labels"] = data.labels
+    if voltages != (data.voltage_kv,):
+        settings["voltages"] = list(voltages)
     if data.kind == "4dstem":
         settings.update(kind=data.kind, geometry=asdict(sped_geometry(data.frame_shape, data.voltage_kv)),
                         dose=list(data.dose))
@@ -195,8 +202,8 @@ def split_key(data: DataConfig, spec: SplitSpec) -> str:
         settings.update(
             pattern_centre=list(data.pattern_centre), sample_tilt=data.sample_tilt, detector_tilt=data.detector_tilt,
             high_res_fraction=data.high_res_fraction,
-            masters=[master_pattern_cache_key(name, data.voltage_kv, half_size=data.master_half_size)
-                     for name in spec.phases])
+            masters=[master_pattern_cache_key(name, kv, half_size=data.master_half_size)
+                     for name in spec.phases for kv in voltages])
     text = json.dumps(settings, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
@@ -227,8 +234,23 @@ def shard_plans(data: DataConfig, spec: SplitSpec) -> list[ShardPlan] | list[Spe
             high_res_fraction=data.high_res_fraction,
             seed=(data.seed, split_id, index),
             classes=tuple(class_index(name, data.labels) for name in spec.phases),
+            voltages=split_voltages(data, spec.name),
         ))
     return plans
+
+
+def split_voltages(data: DataConfig, split: str) -> tuple[float, ...]:
+    """The beam voltages (kV) of a split's frames: ``train_voltages_kv`` for training and
+    validation where set, ``voltage_kv`` otherwise."""
+    if split in ("train", "val") and data.train_voltages_kv:
+        return tuple(float(kv) for kv in data.train_voltages_kv)
+    return (data.voltage_kv,)
+
+
+def load_masters(data: DataConfig, spec: SplitSpec) -> dict[tuple[str, float], MasterPattern]:
+    """The master pattern of every (phase, voltage) a split's frames are projected from."""
+    return {(name, kv): kinematical_master_pattern(name, kv, half_size=data.master_half_size)
+            for name in spec.phases for kv in split_voltages(data, spec.name)}
 
 
 def _share(total: int, parts: int, index: int) -> int:
@@ -248,9 +270,7 @@ def build_split(data: DataConfig, split: str, progress: bool = True) -> Path:
     if data.kind == "4dstem":
         synthesize = synthesize_sped_shard
     else:
-        masters = {name: kinematical_master_pattern(name, data.voltage_kv, half_size=data.master_half_size)
-                   for name in spec.phases}
-        synthesize = functools.partial(synthesize_shard, masters=masters)
+        synthesize = functools.partial(synthesize_shard, masters=load_masters(data, spec))
     sizes = []
     for index, plan in enumerate(tqdm(plans, desc=f"dataset {split}", unit="shard", disable=not progress)):
         path = folder / f"shard-{index:05d}.npz"

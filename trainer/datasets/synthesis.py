@@ -44,6 +44,9 @@ class ShardPlan:
     seed: tuple[int, ...]
     classes: tuple[int, ...]
     """Class index of each of ``phases`` (its lattice, or ordered/disordered)."""
+    voltages: tuple[float, ...]
+    """Beam voltages (kV) of the master patterns; with several, each frame draws one, so
+    band widths vary as between microscopes and between materials of one lattice."""
     dose: float | None = None
     """Electrons per pixel for every camera instead of the drawn dose, the gain raised to
     keep the mean level (the dose study of ``evaluation.evaluate_dose``); None: as drawn."""
@@ -70,8 +73,8 @@ class Shard:
         return {name: getattr(self, name) for name in ("frames", "lattice", "quaternions", "phase", "usable", "pc")}
 
 
-def synthesize_shard(plan: ShardPlan, masters: dict[str, MasterPattern]) -> Shard:
-    """Make the frames of ``plan`` from ``masters`` (one master pattern per phase).
+def synthesize_shard(plan: ShardPlan, masters: dict[tuple[str, float], MasterPattern]) -> Shard:
+    """Make the frames of ``plan`` from ``masters``, one per (phase, voltage) of the plan.
 
     The clean patterns of all phases and the empty scenes are shuffled together before the
     cameras image them in blocks: a camera (its settings and its fixed hot and dead pixels)
@@ -89,12 +92,16 @@ def synthesize_shard(plan: ShardPlan, masters: dict[str, MasterPattern]) -> Shar
     centre = plan.geometry.pc_array()[0]
     pc = np.tile(centre, (len(phase), 1))
     pc[:n_usable] += rng.uniform(-plan.pc_jitter, plan.pc_jitter, (n_usable, 3))
+    voltage = rng.integers(len(plan.voltages), size=n_usable) if len(plan.voltages) > 1 else np.zeros(n_usable, int)
     clean = np.empty((n_usable + n_empty, *plan.geometry.shape), dtype=np.float32)
     start = 0
     for name, count in zip(plan.phases, plan.counts):
-        if count:
-            rows = slice(start, start + count)
-            clean[rows] = project_patterns(masters[name], quaternions[rows], plan.geometry.with_pc(pc[rows]))
+        rows = np.arange(start, start + count)
+        for index, kv in enumerate(plan.voltages):
+            drawn = rows[voltage[rows] == index]
+            if len(drawn):
+                clean[drawn] = project_patterns(masters[name, kv], quaternions[drawn],
+                                                plan.geometry.with_pc(pc[drawn]))
         start += count
     clean[n_usable:] = empty_fields(n_empty, plan.geometry.shape, rng)
     order = rng.permutation(len(clean))
