@@ -176,18 +176,12 @@ class BatchRing:
         if slot is None:
             self._count_dropped(1)
             return False
-        row = slot.n
-        start = row * slot.row_bytes
+        start = slot.n * slot.row_bytes
         try:
             slot.raw[start:start + slot.row_bytes] = payload
         except (TypeError, ValueError):  # a typed buffer (e.g. a uint16 array's), not plain bytes
             slot.raw[start:start + slot.row_bytes] = memoryview(payload).cast("B")
-        slot.indices[row] = index
-        slot.sent_t[row] = sent_t
-        slot.received_t[row] = received_t
-        slot.n = row + 1
-        if slot.n == self.batch_size or time.monotonic() >= slot.deadline:
-            self.flush()
+        self._fill(slot, 1, index, sent_t, received_t)
         return True
 
     def put_frames(self, indices: np.ndarray, frames: np.ndarray, sent_t: np.ndarray, received_t: np.ndarray,
@@ -231,9 +225,11 @@ class BatchRing:
             slot.byte_rows[slot.n:slot.n + take] = slot.byte_rows[slot.n + rows]
         self._fill(slot, take, indices, sent_t, received_t)
 
-    def _fill(self, slot: _Slot, take: int, indices: np.ndarray, sent_t: np.ndarray, received_t: np.ndarray) -> None:
-        """Record ``take`` frames just written after the slot's first ``n``, and flush the batch if
-        it is full or due (a due slot that holds nothing goes back to the free ones)."""
+    def _fill(self, slot: _Slot, take: int, indices: np.ndarray | int, sent_t: np.ndarray | float,
+              received_t: np.ndarray | float) -> None:
+        """Record ``take`` frames just written after the slot's first ``n`` (their indices and
+        times as arrays, or as scalars for one frame), and flush the batch if it is full or due
+        (a due slot that holds nothing goes back to the free ones)."""
         rows = slice(slot.n, slot.n + take)
         slot.indices[rows] = indices
         slot.sent_t[rows] = sent_t

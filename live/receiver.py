@@ -310,9 +310,7 @@ class Receiver:
             if self._holding and get(more):  # the common case: a frame of the open scan, and more behind it
                 self._receive_frames(header, arrived)
                 continue
-            parts = self._with_rest([header])
-            self._settle()
-            self._on_message(parts)
+            self._after_held(self._with_rest([header]))
 
     def _with_rest(self, parts: list) -> list:
         """``parts`` followed by the rest of the message's parts, which arrived with its first."""
@@ -376,13 +374,12 @@ class Receiver:
                     break
                 arrived = monotonic()
                 if not get(more):
-                    self._settle()
-                    self._on_message([header])
+                    self._after_held([header])
                     return
-            if len(headers) == full or arrived >= due:
+            if arrived >= due:
+                self._hand_out()
+            elif len(headers) == full:
                 self._settle()
-                if arrived >= due:
-                    self._ring.flush()
         finally:
             self._last_message_mono = arrived
 
@@ -404,9 +401,18 @@ class Receiver:
         before it. Its second part went into ``row``, cut to the row when longer: such a message is
         refused whatever that part holds (for its size, or for its number of parts), so zeros of
         the part's length stand in for what was cut."""
-        parts = self._with_rest([header, row[:size] if size <= len(row) else bytes(size)])
+        self._after_held(self._with_rest([header, row[:size] if size <= len(row) else bytes(size)]))
+
+    def _after_held(self, parts: list) -> None:
+        """Decode a message that is not a held frame after the frames held before it, so that a
+        scan's end or a malformed frame never overtakes frames that arrived first."""
         self._settle()
         self._on_message(parts)
+
+    def _hand_out(self) -> None:
+        """The held frames' wait is up: settle them and hand out the ring's batch."""
+        self._settle()
+        self._ring.flush()
 
     def _settle(self) -> None:
         """Check the held frames against the open scan's layout; the ring keeps those it matches and
@@ -454,8 +460,7 @@ class Receiver:
         """Hand out a batch whose wait is up and notice silence; milliseconds the next receive may wait."""
         sleep = POLL_TICK_S
         if self._held_headers and self._held_due <= time.monotonic():
-            self._settle()
-            self._ring.flush()
+            self._hand_out()
         if self._held_headers:  # they sit in the ring's batch being filled, which is due when they are
             sleep = min(sleep, self._held_due - time.monotonic())
         else:
