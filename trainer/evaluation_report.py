@@ -85,7 +85,9 @@ def write_sweep_report(result: dict, out_dir: str | Path) -> dict:
     variable, rows = result["sweep"], result["rows"]
     label, scale, name = SWEEP_AXES[variable]
     values = [row[variable] for row in rows]
-    fig, (accuracy_ax, angle_ax) = plt.subplots(1, 2, figsize=(9, 3.5))
+    phases = list(rows[0]["median_disorientation_deg"])  # none on blind materials: one panel then
+    fig, axes = plt.subplots(1, 2 if phases else 1, figsize=(9 if phases else 5, 3.5), squeeze=False)
+    accuracy_ax = axes[0, 0]
     accuracy_ax.plot(values, [row["accuracy"] for row in rows], "o-", label="all materials")
     if "accuracy_without_ordered_superstructures" in rows[0]:
         accuracy_ax.plot(values, [row["accuracy_without_ordered_superstructures"] for row in rows], "s--",
@@ -93,12 +95,13 @@ def write_sweep_report(result: dict, out_dir: str | Path) -> dict:
         accuracy_ax.legend()
     accuracy_ax.set_ylabel("lattice accuracy")
     accuracy_ax.set_ylim(0, 1)
-    for phase in rows[0]["median_disorientation_deg"]:
-        angle_ax.plot(values, [row["median_disorientation_deg"][phase] for row in rows], "o-", label=phase)
-    angle_ax.set_ylabel("median disorientation (°)")
-    if rows[0]["median_disorientation_deg"]:
+    if phases:
+        angle_ax = axes[0, 1]
+        for phase in phases:
+            angle_ax.plot(values, [row["median_disorientation_deg"][phase] for row in rows], "o-", label=phase)
+        angle_ax.set_ylabel("median disorientation (°)")
         angle_ax.legend()
-    for ax in (accuracy_ax, angle_ax):
+    for ax in axes[0]:
         ax.set_xscale(scale)
         ax.set_xlabel(label)
     fig.suptitle(f"{result['model']}: {result['frames_per_material']} fresh {result['split']} frames per material "

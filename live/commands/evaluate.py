@@ -139,12 +139,15 @@ def _sweep_table(result: dict) -> str:
     variable, rows = result["sweep"], result["rows"]
     label = SWEEP_AXES[variable][0]
     phases = list(rows[0]["median_disorientation_deg"])
+    apart = "accuracy_without_ordered_superstructures" in rows[0]
     lines = [f"{result['model']} on {result['frames_per_material']} fresh {result['split']} frames per material "
              f"and {label.split(' (')[0]} (data seed {result['data_seed']})",
-             f"  {label:>26}  accuracy" + "".join(f"  {name + ' median':>12}" for name in phases)]
+             f"  {label:>26}  accuracy" + ("  without ordered superstructures" if apart else "")
+             + "".join(f"  {name + ' median':>12}" for name in phases)]
     for row in rows:
+        without = f"  {row['accuracy_without_ordered_superstructures']:>32.4f}" if apart else ""
         angles = "".join(f"  {row['median_disorientation_deg'][name]:>11.1f}°" for name in phases)
-        lines.append(f"  {row[variable]:>26g}  {row['accuracy']:>8.4f}{angles}")
+        lines.append(f"  {row[variable]:>26g}  {row['accuracy']:>8.4f}{without}{angles}")
     if "report" in result:
         lines.append(f"  report: {', '.join(result['report']['files'])}")
     return "\n".join(lines)

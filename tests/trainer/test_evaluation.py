@@ -248,6 +248,8 @@ def test_voltage_changes_only_the_pattern() -> None:
 
 
 def test_voltage_sweep_on_blind_materials(lattice_model: Path, tmp_path: Path) -> None:
+    import matplotlib.pyplot as plt
+
     result = evaluate_voltage(lattice_model, (15.0, 25.0), frames=4, blind=True)
     assert result["sweep"] == "voltage_kv" and result["split"] == "blind"
     assert [row["voltage_kv"] for row in result["rows"]] == [15.0, 25.0]
@@ -255,7 +257,8 @@ def test_voltage_sweep_on_blind_materials(lattice_model: Path, tmp_path: Path) -
         assert row["frames"] == 4 and 0 <= row["accuracy"] <= 1
         assert row["accuracy_without_ordered_superstructures"] == row["accuracy"]  # the quick blind set is Al
     report = write_sweep_report(result, tmp_path)
-    assert report["files"] == ["voltage.png"] and (tmp_path / "voltage.png").read_bytes()[:4] == b"\x89PNG"
+    assert report["files"] == ["voltage.png"]
+    assert plt.imread(tmp_path / "voltage.png").shape[1] == 600, "no oriented blind phase: the accuracy panel only"
     with pytest.raises(EvaluationError, match=r"voltages: need beam voltages in \[1, 40\] kV"):
         evaluate_voltage(lattice_model, (20.0, 200.0), frames=4)
 
@@ -268,8 +271,8 @@ def test_dose_cli(lattice_model: Path, sped_model: tuple[Path, Path]) -> None:
     done = run_diffstream("evaluate", "--model", str(lattice_model), "--voltages", "15,25", "--blind", "--n", "2")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert "blind frames" in lines[0] and "beam voltage (kV)" in lines[1]
-    assert [line.split()[0] for line in lines[2:4]] == ["15", "25"]
+    assert "blind frames" in lines[0] and "beam voltage (kV)" in lines[1] and "without ordered" in lines[1]
+    assert [line.split()[0] for line in lines[2:4]] == ["15", "25"] and len(lines[2].split()) == 3
     for argv, message in ((["--model", str(lattice_model), "--doses", "ten"], "doses: expected comma-separated"),
                           (["--model", str(lattice_model), "--doses", "-5"], "must be positive"),
                           (["--model", str(lattice_model), "--dose-sweep", "--blind"], "--blind: the dose study"),

@@ -86,6 +86,7 @@ def test_export_of_the_quick_checkpoint(quick_run: Path, tmp_path: Path, capsys:
     assert oriented == {"cF", "cI", "hP"}
     assert {c.name: c.point_group for c in card.classes}["hR"] == "-3m"
     assert card.training["seed"] == {"data": 1, "train": 1}
+    assert card.training["data"]["geometry"]["train_voltages_kv"] == [10.0, 15.0, 20.0, 25.0, 30.0]
     assert set(card.metrics) >= {"validation", "test", "blind", "demo", "onnxruntime_cpu"}
 
 
