@@ -79,8 +79,9 @@ class DataConfig:
     train_voltages_kv: tuple[float, ...] = ()
     """EBSD only: beam voltages (kV) the training and validation frames are spread over, each
     frame drawing one; test, blind and demo frames stay at ``voltage_kv``. A network trained at
-    one voltage learns its materials' exact band widths (the shipped model, right on 96 % of
-    Ta frames at 20 kV, is right on 24 % at 10 kV); () trains at ``voltage_kv`` only."""
+    one voltage learns its materials' exact band widths (``ebsd-lattice`` trained at 20 kV
+    only was right on 96 % of Ta frames at 20 kV and 24 % at 10 kV); () trains at
+    ``voltage_kv`` only."""
     high_res_fraction: float = 0.2
     """Share of training frames from a high-dose, low-contrast camera instead of the fast one."""
     master_half_size: int = 400
