@@ -34,6 +34,11 @@ class UserError(Exception):
     """A problem with what the user asked for; reported as one line with exit code 2."""
 
 
+EXTRAS = {"torch": "trainer", "torchvision": "trainer", "timm": "trainer", "PySide6": "gui", "pyqtgraph": "gui"}
+"""Packages of an optional extra (pyproject.toml): a command that needs one that is not
+installed says which extra brings it, instead of ending in a traceback."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="diffstream",
@@ -58,6 +63,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except _user_errors() as error:
         print(f"diffstream: error: {error}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as error:
+        extra = EXTRAS.get((error.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(f"diffstream: error: {args.command} needs {error.name}, which the '{extra}' extra installs: "
+              f"pip install -c .ci/constraints.txt -e '.[{extra}]'", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("diffstream: interrupted", file=sys.stderr)

@@ -32,3 +32,20 @@ def test_no_live_module_imports_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ""
+
+
+def test_a_trainer_command_without_torch_names_the_extra():
+    """A beamline install has no torch: `evaluate` must say which extra to add, in one line."""
+    code = (
+        "import sys\n"
+        "class NoTorch:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'torch' or name.startswith('torch.'):\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, NoTorch())\n"
+        "from diffstream.live.cli import main\n"
+        "sys.exit(main(['evaluate', '--model', 'ebsd-lattice', '--blind', '--json']))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("diffstream: error: evaluate needs torch, which the 'trainer' extra installs")
