@@ -29,6 +29,7 @@ import dataclasses
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from orix.quaternion import Rotation
@@ -64,8 +65,21 @@ DEFAULT_DOSES = (10.0, 30.0, 100.0, 300.0, 1000.0)
 the fast camera, 500-4000 for the high-resolution one) to inside the high-resolution range."""
 DEFAULT_VOLTAGES = (10.0, 15.0, 20.0, 25.0, 30.0)
 """Beam voltages (kV) of the voltage study: the range SEMs record EBSD patterns at."""
-SWEEPS = {"dose": "dose study", "voltage_kv": "voltage study"}
-"""The condition each study varies (the key of its rows) and its name."""
+
+
+class Sweep(NamedTuple):
+    """How a study is named and drawn: the condition it varies, the axis label (with unit),
+    the axis scale and the figure's file name."""
+
+    condition: str
+    label: str
+    scale: str
+    figure: str
+
+
+SWEEPS = {"dose": Sweep("dose", "dose (electrons per pixel)", "log", "dose.png"),
+          "voltage_kv": Sweep("beam voltage", "beam voltage (kV)", "linear", "voltage.png")}
+"""The studies, by the key of their rows (the varied condition)."""
 
 
 class EvaluationError(ValueError):
@@ -151,8 +165,8 @@ def _sweep(spec: str | Path, variable: str, values: tuple[float, ...], frames: i
     each of ``values``: the rows of a dose or voltage study (``SWEEPS``)."""
     model = load_for_evaluation(spec)
     if model.card.kind != "ebsd":
-        raise EvaluationError(f"{variable}: the {SWEEPS[variable]} is for EBSD lattice models; {model.card.name} is "
-                              f"{model.card.kind!r}")
+        raise EvaluationError(f"{variable}: the {SWEEPS[variable].condition} study is for EBSD lattice models; "
+                              f"{model.card.name} is {model.card.kind!r}")
     n = DEFAULT_FRAMES["ebsd"] if frames is None else frames
     if n < 1:
         raise EvaluationError(f"n: frames must be a positive integer, got {n}")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .evaluation import EvaluatedModel, equivalent_switches
+from .evaluation import SWEEPS, EvaluatedModel, equivalent_switches
 from .export import onnx_session, run_onnx
 from .gradcam import GradCam, gradcam_figure
 from .orientation import disorientation_deg, laue_operators, quaternions_to_matrices
@@ -66,11 +66,6 @@ def write_report(result: dict, model: EvaluatedModel, out_dir: str | Path, gradc
     return report
 
 
-SWEEP_AXES = {"dose": ("dose (electrons per pixel)", "log", "dose.png"),
-              "voltage_kv": ("beam voltage (kV)", "linear", "voltage.png")}
-"""Per study variable: the x-axis label, its scale and the figure's file name."""
-
-
 def write_sweep_report(result: dict, out_dir: str | Path) -> dict:
     """Write the study's figure (``dose.png`` or ``voltage.png``: accuracy and the oriented
     phases' median disorientation against the varied condition) and ``metrics.json`` for an
@@ -83,7 +78,7 @@ def write_sweep_report(result: dict, out_dir: str | Path) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     variable, rows = result["sweep"], result["rows"]
-    label, scale, name = SWEEP_AXES[variable]
+    sweep = SWEEPS[variable]
     values = [row[variable] for row in rows]
     phases = list(rows[0]["median_disorientation_deg"])  # none on blind materials: one panel then
     fig, axes = plt.subplots(1, 2 if phases else 1, figsize=(9 if phases else 5, 3.5), squeeze=False)
@@ -102,14 +97,14 @@ def write_sweep_report(result: dict, out_dir: str | Path) -> dict:
         angle_ax.set_ylabel("median disorientation (°)")
         angle_ax.legend()
     for ax in axes[0]:
-        ax.set_xscale(scale)
-        ax.set_xlabel(label)
+        ax.set_xscale(sweep.scale)
+        ax.set_xlabel(sweep.label)
     fig.suptitle(f"{result['model']}: {result['frames_per_material']} fresh {result['split']} frames per material "
-                 f"and {label.split(' (')[0]}")
+                 f"and {sweep.condition}")
     fig.tight_layout()
-    fig.savefig(out_dir / name, dpi=120)
+    fig.savefig(out_dir / sweep.figure, dpi=120)
     plt.close(fig)
-    report = {"files": [name], "skipped": {}}
+    report = {"files": [sweep.figure], "skipped": {}}
     (out_dir / "metrics.json").write_text(json.dumps({**result, "report": report}, indent=1), encoding="utf-8")
     return report
 

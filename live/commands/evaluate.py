@@ -59,12 +59,20 @@ def run(args: argparse.Namespace) -> int:
     from diffstream.engines.model_card import ModelCardError
     from diffstream.live.cli import UserError
     from diffstream.trainer.config import ConfigError
-    from diffstream.trainer.evaluation import EvaluationError, evaluate_model, load_for_evaluation
+    from diffstream.trainer.evaluation import (
+        DEFAULT_DOSES,
+        DEFAULT_VOLTAGES,
+        EvaluationError,
+        evaluate_model,
+        load_for_evaluation,
+    )
 
     if args.n is not None and args.n < 1:
         raise UserError(f"n: must be a positive number of frames, got {args.n}")
-    doses = _values(args.doses, args.dose_sweep, "doses", "electrons per pixel such as 10,100,1000")
-    voltages = _values(args.voltages, args.voltage_sweep, "voltages", "kV such as 10,20,30")
+    doses = _values(args.doses, DEFAULT_DOSES if args.dose_sweep else (), "doses",
+                    "electrons per pixel such as 10,100,1000")
+    voltages = _values(args.voltages, DEFAULT_VOLTAGES if args.voltage_sweep else (), "voltages",
+                       "kV such as 10,20,30")
     if doses and voltages:
         raise UserError("--doses and --voltages: one study at a time")
     study = doses or voltages
@@ -115,14 +123,13 @@ def _gradcam(args: argparse.Namespace, model: EvaluatedModel) -> GradCam:
     return gradcam
 
 
-def _values(listed: str | None, sweep: bool, name: str, example: str) -> tuple[float, ...]:
-    """The values of a study (``listed``, comma-separated, or the defaults when ``sweep``),
-    or () for a plain evaluation."""
+def _values(listed: str | None, defaults: tuple[float, ...], name: str, example: str) -> tuple[float, ...]:
+    """The values of a study: ``listed`` (comma-separated) if given, else ``defaults`` (the
+    study's own with --dose-sweep or --voltage-sweep, () for a plain evaluation)."""
     from diffstream.live.cli import UserError
-    from diffstream.trainer.evaluation import DEFAULT_DOSES, DEFAULT_VOLTAGES
 
     if listed is None:
-        return {"doses": DEFAULT_DOSES, "voltages": DEFAULT_VOLTAGES}[name] if sweep else ()
+        return defaults
     try:
         values = tuple(float(item) for item in listed.split(","))
     except ValueError:
@@ -134,15 +141,15 @@ def _values(listed: str | None, sweep: bool, name: str, example: str) -> tuple[f
 
 def _sweep_table(result: dict) -> str:
     """One row per dose or voltage: accuracy and each oriented phase's median disorientation."""
-    from diffstream.trainer.evaluation_report import SWEEP_AXES
+    from diffstream.trainer.evaluation import SWEEPS
 
     variable, rows = result["sweep"], result["rows"]
-    label = SWEEP_AXES[variable][0]
+    sweep = SWEEPS[variable]
     phases = list(rows[0]["median_disorientation_deg"])
     apart = "accuracy_without_ordered_superstructures" in rows[0]
     lines = [f"{result['model']} on {result['frames_per_material']} fresh {result['split']} frames per material "
-             f"and {label.split(' (')[0]} (data seed {result['data_seed']})",
-             f"  {label:>26}  accuracy" + ("  without ordered superstructures" if apart else "")
+             f"and {sweep.condition} (data seed {result['data_seed']})",
+             f"  {sweep.label:>26}  accuracy" + ("  without ordered superstructures" if apart else "")
              + "".join(f"  {name + ' median':>12}" for name in phases)]
     for row in rows:
         without = f"  {row['accuracy_without_ordered_superstructures']:>32.4f}" if apart else ""

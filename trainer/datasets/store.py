@@ -222,6 +222,7 @@ def shard_plans(data: DataConfig, spec: SplitSpec) -> list[ShardPlan] | list[Spe
                 for index in range(n_shards)]
     geometry = EBSDGeometry(shape=tuple(data.frame_shape), pc=tuple(data.pattern_centre),
                             sample_tilt=data.sample_tilt, tilt=data.detector_tilt)
+    voltages = split_voltages(data, spec.name)
     plans = []
     for index in range(n_shards):
         plans.append(ShardPlan(
@@ -234,7 +235,7 @@ def shard_plans(data: DataConfig, spec: SplitSpec) -> list[ShardPlan] | list[Spe
             high_res_fraction=data.high_res_fraction,
             seed=(data.seed, split_id, index),
             classes=tuple(class_index(name, data.labels) for name in spec.phases),
-            voltages=split_voltages(data, spec.name),
+            voltages=voltages,
         ))
     return plans
 

@@ -92,6 +92,8 @@ def synthesize_shard(plan: ShardPlan, masters: dict[tuple[str, float], MasterPat
     centre = plan.geometry.pc_array()[0]
     pc = np.tile(centre, (len(phase), 1))
     pc[:n_usable] += rng.uniform(-plan.pc_jitter, plan.pc_jitter, (n_usable, 3))
+    # drawn only when there is a choice, so that a one-voltage shard keeps its random stream
+    # (and the arrays cached before voltages existed)
     voltage = rng.integers(len(plan.voltages), size=n_usable) if len(plan.voltages) > 1 else np.zeros(n_usable, int)
     clean = np.empty((n_usable + n_empty, *plan.geometry.shape), dtype=np.float32)
     start = 0
