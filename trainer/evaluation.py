@@ -22,10 +22,15 @@ data regenerated from the training config stored in its card with the data seed 
 - The voltage study (``evaluate_voltage``): the test or blind set at a series of beam
   voltages, which scale every band's width: whether the model has learnt lattices or its
   training materials' band widths.
+- Refinement (``refine=True``, EBSD models with oriented phases): the oriented phases'
+  disorientation again after each frame's orientation is refined against its phase's master
+  pattern from the network's answer (``physics.refinement``): what diffstream's orientations
+  reach when pattern matching finishes what the network starts.
 """
 from __future__ import annotations
 
 import dataclasses
+import time
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -48,11 +53,12 @@ from .datasets import (
     split_spec,
     synthesize_shard,
 )
-from .datasets.store import load_masters, shard_plans
+from .datasets.store import ebsd_geometry, load_masters, shard_plans
 from .export import onnx_session, run_onnx
 from .orientation import disorientation_deg, indexed_euler, laue_operators, nearest_operator, quaternions_to_matrices
 from .physics.catalogue import get_phase_entry
 from .physics.master_pattern import VOLTAGE_RANGE_KV
+from .physics.refinement import refine_orientations
 
 EVALUATION_SEED_OFFSET = 1000
 """Added to the config's data seed: the splits of a seed are disjoint draws, so seed + 1000
@@ -104,14 +110,17 @@ def load_for_evaluation(spec: str | Path) -> EvaluatedModel:
     return EvaluatedModel(path, card, config)
 
 
-def evaluate_model(spec: str | Path, blind: bool = False, frames: int | None = None) -> dict:
+def evaluate_model(spec: str | Path, blind: bool = False, frames: int | None = None, refine: bool = False) -> dict:
     """The scores of ``spec`` on fresh frames (module docstring); ``frames`` per material
     (default ``DEFAULT_FRAMES``); for a 4D-STEM model they are the 20 % test share of
-    5 × ``frames`` patterns, the split of its training set."""
+    5 × ``frames`` patterns, the split of its training set. ``refine`` adds the oriented
+    phases' disorientation after refinement against their master patterns."""
     model = load_for_evaluation(spec)
     n = DEFAULT_FRAMES.get(model.card.kind, 1) if frames is None else frames
     if n < 1:
         raise EvaluationError(f"n: frames must be a positive integer, got {n}")
+    if refine:
+        _check_refinable(model, blind)
     if model.card.kind == "4dstem":
         if blind:
             raise EvaluationError(f"--blind: {model.card.name} is a 4D-STEM orientation model of "
@@ -122,7 +131,7 @@ def evaluate_model(spec: str | Path, blind: bool = False, frames: int | None = N
     elif model.card.kind == "ebsd":
         data = dataclasses.replace(model.config.data, seed=model.config.data.seed + EVALUATION_SEED_OFFSET,
                                    test_patterns_per_phase=n)
-        result = evaluate_lattice(model, data, "blind" if blind else "test")
+        result = evaluate_lattice(model, data, "blind" if blind else "test", refine=refine)
     else:
         raise EvaluationError(f"model {spec}: kind {model.card.kind!r} has no evaluation")
     if data.source == "folder":  # an imported set: its own held-out test split, not fresh frames
@@ -193,16 +202,64 @@ def simulate_split(data: DataConfig, split: str, dose: float | None = None) -> S
     return Shard(**{key: np.concatenate([s.arrays()[key] for s in shards]) for key in shards[0].arrays()})
 
 
-def evaluate_lattice(model: EvaluatedModel, data: DataConfig, split: str) -> dict:
-    """Scores of an EBSD lattice model on ``split`` of ``data``."""
-    return lattice_scores(model, load_split(data, split, progress=False), split)
+def evaluate_lattice(model: EvaluatedModel, data: DataConfig, split: str, refine: bool = False) -> dict:
+    """Scores of an EBSD lattice model on ``split`` of ``data``, with ``refine`` also after
+    refinement (``refined_scores``)."""
+    shard = load_split(data, split, progress=False)
+    result = lattice_scores(model, shard, split)
+    if refine:
+        result["refined_disorientation_deg"] = refined_scores(model, data, shard, split)
+    return result
+
+
+def refined_scores(model: EvaluatedModel, data: DataConfig, shard: Shard, split: str) -> dict:
+    """Per oriented phase: the disorientation statistics of the refined orientations
+    (``physics.refinement``, from the model's own answers, each frame at its own pattern
+    centre), the share of frames matched (NCC ≥ ``MIN_NCC``), the share whose answer came from
+    the dictionary, and the refinement's rate on this machine."""
+    session = onnx_session(model.path)
+    masters = load_masters(data, split_spec(data, split))
+    geometry = ebsd_geometry(data)
+    scores = {}
+    for name in oriented_phases(model):
+        rows = np.flatnonzero(shard.usable & (shard.phase == name))
+        if not len(rows):
+            continue
+        _, rotations, _ = run_onnx(session, shard.frames[rows])
+        start = time.perf_counter()
+        refined = refine_orientations(shard.frames[rows], rotations, masters[(name, data.voltage_kv)],
+                                      geometry.with_pc(shard.pc[rows]))
+        seconds = time.perf_counter() - start
+        scores[name] = {**disorientation_stats(refined.matrices, shard.quaternions[rows],
+                                               get_phase_entry(name).point_group),
+                        "matched": _mean(refined.matched()), "from_dictionary": _mean(refined.from_dictionary),
+                        "frames_per_second": round(len(rows) / seconds, 1)}
+    return scores
+
+
+def oriented_phases(model: EvaluatedModel) -> tuple[str, ...]:
+    """The phases whose orientation the model was trained to give."""
+    return tuple(model.card.training.get("data", {}).get("orientation_phases", {}))
+
+
+def _check_refinable(model: EvaluatedModel, blind: bool) -> None:
+    """Refinement needs simulated EBSD frames of phases the model orients."""
+    name = model.card.name
+    if model.card.kind != "ebsd" or not oriented_phases(model):
+        raise EvaluationError(f"--refine: {name} gives no EBSD orientations to refine")
+    if model.config.data.source == "folder":
+        raise EvaluationError(f"--refine: {name} was trained on imported frames, which have no master patterns "
+                              "to refine against")
+    if blind:
+        raise EvaluationError(f"--refine: the phases {name} orients ({', '.join(oriented_phases(model))}) are "
+                              "test materials; leave out --blind")
 
 
 def lattice_scores(model: EvaluatedModel, shard: Shard, split: str) -> dict:
     """Scores of an EBSD lattice model on the frames of ``shard``, a ``split``."""
     probabilities, rotations, confidence = run_onnx(onnx_session(model.path), shard.frames)
     classes = tuple(model.card.class_names)
-    oriented = tuple(model.card.training.get("data", {}).get("orientation_phases", {}))
+    oriented = oriented_phases(model)
     base = score(shard, probabilities, classes=classes)
     usable = shard.usable
     predicted = probabilities.argmax(axis=1)

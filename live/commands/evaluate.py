@@ -25,7 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "and recall, confusion matrices and the disorientation of the oriented phases; for 4D-STEM orientation "
             "models the disorientation and paper 2's MAE, MSE and R² on Euler angles. --dose-sweep or --doses: the "
             "same test frames at a series of camera doses instead; --voltage-sweep or --voltages: the test (or "
-            "--blind) frames at a series of beam voltages, which scale the band widths (EBSD lattice models)."
+            "--blind) frames at a series of beam voltages, which scale the band widths (EBSD lattice models). "
+            "--refine: also the oriented phases' disorientation after refining each frame's orientation against "
+            "its master pattern (kikuchipy), from the network's answer."
         ),
     )
     parser.add_argument("--model", required=True,
@@ -47,6 +49,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "made again at 10, 15, 20, 25 and 30 kV (EBSD lattice models)")
     parser.add_argument("--voltages", metavar="LIST",
                         help="the voltage study at these beam voltages, comma-separated kV (e.g. 10,20,30)")
+    parser.add_argument("--refine", action="store_true",
+                        help="also refine the oriented phases' orientations against their master patterns "
+                             "(pattern matching from the network's answer) and score them (EBSD models; "
+                             "about 15 frames/s on 2 CPU cores)")
     parser.add_argument("--gradcam", action="store_true",
                         help="with --report, also write gradcam.png: Grad-CAM maps over a few test frames per class "
                              "(EBSD lattice models; from the .pt2 beside the model, or --checkpoint)")
@@ -78,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
     study = doses or voltages
     if (args.gradcam and (args.report is None or study)) or (args.checkpoint and not args.gradcam):
         raise UserError("--gradcam needs --report DIR (and no dose or voltage study), and --checkpoint needs --gradcam")
+    if args.refine and study:
+        raise UserError("--refine: scores a plain evaluation; leave out the dose or voltage study")
     if doses and args.blind:
         raise UserError("--blind: the dose study uses the test materials; leave out --blind or the doses")
     try:
@@ -91,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
                 result["report"] = write_sweep_report(result, args.report)
         else:
             gradcam = _gradcam(args, load_for_evaluation(args.model)) if args.gradcam else None
-            result = evaluate_model(args.model, blind=args.blind, frames=args.n)
+            result = evaluate_model(args.model, blind=args.blind, frames=args.n, refine=args.refine)
             if args.report is not None:
                 from diffstream.trainer.evaluation_report import write_report
 
@@ -173,6 +181,10 @@ def _summary(result: dict) -> str:
         for name, stats in result["disorientation_deg"].items():
             lines.append(f"  {name} disorientation: median {stats['median']}°, mean {stats['mean']}°, "
                          f"95th percentile {stats['p95']}°")
+        for name, stats in result.get("refined_disorientation_deg", {}).items():
+            lines.append(f"  {name} refined: median {stats['median']}°, mean {stats['mean']}°, "
+                         f"95th percentile {stats['p95']}°; {stats['matched']:.1%} matched, "
+                         f"{stats['from_dictionary']:.1%} from the dictionary, {stats['frames_per_second']} frames/s")
     if "median_disorientation_deg" in result:
         lines.append(f"  disorientation: median {result['median_disorientation_deg']}°, "
                      f"mean {result['mean_disorientation_deg']}°, 95th percentile {result['p95_disorientation_deg']}°")

@@ -116,6 +116,20 @@ def test_lattice_evaluation(lattice_model: Path) -> None:
     assert all(0 <= s["median"] <= s["p95"] <= 180 for s in test["disorientation_deg"].values())
 
 
+def test_refined_evaluation(lattice_model: Path) -> None:
+    """The quick model's orientations are far off; refinement against the master patterns the
+    frames came from must bring most of them close, and say how many it matched."""
+    result = evaluate_model(lattice_model, frames=6, refine=True)
+    refined = result["refined_disorientation_deg"]
+    assert set(refined) == set(result["disorientation_deg"]) == {"Ni", "Fe", "Ti"}
+    for name, stats in refined.items():
+        assert stats["frames"] == 6 and 0 <= stats["matched"] <= 1 and 0 <= stats["from_dictionary"] <= 1
+        assert stats["frames_per_second"] > 0
+        assert stats["median"] < min(2.0, result["disorientation_deg"][name]["median"]), (name, stats)
+    with pytest.raises(EvaluationError, match="test materials; leave out --blind"):
+        evaluate_model(lattice_model, blind=True, frames=2, refine=True)
+
+
 def test_precision_and_recall() -> None:
     confusion = np.array([[3, 1, 0], [0, 0, 0], [2, 0, 4]])
     scores = precision_recall(confusion, ("a", "b", "c"))
@@ -164,7 +178,9 @@ def test_report(sped_model: tuple[Path, Path], tmp_path: Path) -> None:
 def test_cli_errors_are_one_line(sped_model: tuple[Path, Path]) -> None:
     for argv, message in ((["--model", "no-such-model"], "unknown model 'no-such-model'"),
                           (["--model", str(sped_model[0]), "--blind"], "no blind materials"),
-                          (["--model", str(sped_model[0]), "--n", "0"], "n: must be a positive")):
+                          (["--model", str(sped_model[0]), "--n", "0"], "n: must be a positive"),
+                          (["--model", str(sped_model[0]), "--refine"], "gives no EBSD orientations to refine"),
+                          (["--model", str(sped_model[0]), "--refine", "--dose-sweep"], "leave out the dose")):
         done = run_diffstream("evaluate", *argv, "--json")
         assert done.returncode == 2, done.stderr
         assert done.stderr.count("\n") == 1 and done.stderr.startswith("diffstream: error: ")

@@ -220,8 +220,7 @@ def shard_plans(data: DataConfig, spec: SplitSpec) -> list[ShardPlan] | list[Spe
                               unusable=_share(spec.unusable, n_shards, index), geometry=geometry,
                               dose=tuple(data.dose), seed=(data.seed, split_id, index), texture=data.texture())
                 for index in range(n_shards)]
-    geometry = EBSDGeometry(shape=tuple(data.frame_shape), pc=tuple(data.pattern_centre),
-                            sample_tilt=data.sample_tilt, tilt=data.detector_tilt)
+    geometry = ebsd_geometry(data)
     voltages = split_voltages(data, spec.name)
     plans = []
     for index in range(n_shards):
@@ -238,6 +237,13 @@ def shard_plans(data: DataConfig, spec: SplitSpec) -> list[ShardPlan] | list[Spe
             voltages=voltages,
         ))
     return plans
+
+
+def ebsd_geometry(data: DataConfig) -> EBSDGeometry:
+    """The detector geometry EBSD frames of ``data`` are projected on, at the nominal pattern
+    centre (each frame's jittered one is stored with it, ``Shard.pc``)."""
+    return EBSDGeometry(shape=tuple(data.frame_shape), pc=tuple(data.pattern_centre),
+                        sample_tilt=data.sample_tilt, tilt=data.detector_tilt)
 
 
 def split_voltages(data: DataConfig, split: str) -> tuple[float, ...]:

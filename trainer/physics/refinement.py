@@ -1,0 +1,165 @@
+"""Sub-degree EBSD orientations: a network's guess refined against the phase's master pattern.
+
+A network's orientation output is a fast first guess (about 11° from the truth, as a median,
+for ``ebsd-lattice``'s demo phases): enough for a live IPF map, far from what texture and
+grain-boundary analysis need. EBSD indexing software gets below a degree by pattern matching,
+and so does this module, with kikuchipy: ``EBSD.refine_orientation`` maximises the normalised
+cross-correlation (NCC) between a frame and the pattern the master pattern projects at a
+trial orientation (Nelder-Mead from the guess, the frame's own pattern centre).
+
+From a guess more than about 12° off the search stops on a wrong local maximum, and its NCC
+says so: on simulated frames of the demo phases the right answers score 0.6-0.8 and the
+wrong ones below 0.25. Frames under ``min_ncc`` are therefore indexed again against a
+dictionary (kikuchipy's ``dictionary_indexing`` over orix's sampling of the Laue group's
+fundamental zone every ``dictionary_resolution`` degrees, projected at the frames' mean
+pattern centre) and refined from the best match; each frame keeps the better of its two
+answers. The dictionary is what indexing without a network would cost for every frame; the
+network spares it for the frames it already got within reach.
+
+The frames are prepared as the network's graph prepares them (a Gaussian background of
+σ = width / 8 subtracted, as kikuchipy's ``remove_dynamic_background``); NCC ignores gain
+and offset. kikuchipy's progress output is silenced: this runs inside commands whose stdout
+may be JSON.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import warnings
+
+import numpy as np
+
+from .geometry import EBSDGeometry
+from .master_pattern import MasterPattern
+
+MIN_NCC = 0.4
+"""NCC below which a refined frame counts as unmatched and goes to the dictionary: between the
+right answers (0.6-0.8) and the wrong local maxima (below 0.25) on the demo phases' frames."""
+DICTIONARY_RESOLUTION_DEG = 5.0
+"""Spacing of the dictionary's orientations: the nearest lies within about 3° of any
+orientation, well inside the 12° from which refinement converges. 6,579 patterns for m-3m,
+13,155 for 6/mmm."""
+INITIAL_STEP_DEG = 3.0
+"""Nelder-Mead's first step from the guess, in degrees of each Euler angle."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Refinement:
+    """Refined orientations of N frames, as (N, 3, 3) matrices in the convention of the
+    network's ``rotation_matrix`` output (orix's ``Rotation.to_matrix()``), each frame's best
+    NCC, and whether its answer came from the dictionary."""
+
+    matrices: np.ndarray
+    ncc: np.ndarray
+    from_dictionary: np.ndarray
+
+    def matched(self, min_ncc: float = MIN_NCC) -> np.ndarray:
+        """Frames whose pattern the answer reproduces (NCC ≥ ``min_ncc``)."""
+        return self.ncc >= min_ncc
+
+
+def refine_orientations(
+    frames: np.ndarray,
+    initial: np.ndarray,
+    master: MasterPattern,
+    geometry: EBSDGeometry,
+    *,
+    min_ncc: float = MIN_NCC,
+    dictionary_resolution: float = DICTIONARY_RESOLUTION_DEG,
+    initial_step: float = INITIAL_STEP_DEG,
+) -> Refinement:
+    """Refine the orientations ``initial`` ((N, 3, 3)) of ``frames`` ((N, rows, cols), raw
+    detector counts) of one phase against its ``master`` pattern, on ``geometry`` (one pattern
+    centre, or one per frame); unmatched frames go through the dictionary (module docstring)."""
+    from orix.quaternion import Rotation
+
+    frames = np.asarray(frames)
+    initial = np.asarray(initial, dtype=np.float64)
+    if frames.ndim != 3 or frames.shape[1:] != geometry.shape or initial.shape != (len(frames), 3, 3):
+        raise ValueError(f"expected frames (N, {geometry.shape[0]}, {geometry.shape[1]}) and initial orientations "
+                         f"(N, 3, 3), got {frames.shape} and {initial.shape}")
+    if len(frames) == 0:
+        return Refinement(np.empty((0, 3, 3)), np.empty(0, np.float32), np.empty(0, bool))
+    pcs = np.broadcast_to(geometry.pc_array(), (len(frames), 3))
+    prepared = _prepared(frames)
+    kmaster = master.to_kikuchipy()
+    matrices, ncc = _refine(prepared, Rotation.from_matrix(initial), geometry.with_pc(pcs), kmaster,
+                            master.voltage_kv, initial_step)
+    from_dictionary = np.zeros(len(frames), dtype=bool)
+    retry = np.flatnonzero(ncc < min_ncc)
+    if len(retry):
+        guesses = _dictionary_guesses(prepared[retry], kmaster, geometry.with_pc(pcs[retry].mean(axis=0)),
+                                      master.voltage_kv, dictionary_resolution)
+        again, again_ncc = _refine(prepared[retry], guesses, geometry.with_pc(pcs[retry]), kmaster,
+                                   master.voltage_kv, initial_step)
+        better = again_ncc > ncc[retry]
+        matrices[retry[better]] = again[better]
+        ncc[retry[better]] = again_ncc[better]
+        from_dictionary[retry[better]] = True
+    return Refinement(matrices, ncc, from_dictionary)
+
+
+def _prepared(frames: np.ndarray) -> np.ndarray:
+    """The frames as float32 with the dynamic background removed, as the network sees them."""
+    import kikuchipy as kp
+
+    signal = kp.signals.EBSD(frames.astype(np.float32))
+    signal.remove_dynamic_background(std=frames.shape[-1] / 8, show_progressbar=False)
+    return signal.data
+
+
+def _signal(prepared: np.ndarray):
+    """A 1-D kikuchipy EBSD signal of at least two frames: kikuchipy reads a crystal map of
+    one point as a map of none, so a lone frame goes in twice (its answers are the first)."""
+    import kikuchipy as kp
+
+    return kp.signals.EBSD(prepared if len(prepared) > 1 else np.repeat(prepared, 2, axis=0))
+
+
+def _refine(prepared: np.ndarray, rotations, geometry: EBSDGeometry, kmaster, voltage_kv: float,
+            initial_step: float) -> tuple[np.ndarray, np.ndarray]:
+    """kikuchipy's refinement of each frame from its rotation: (N, 3, 3) matrices and NCC."""
+    from orix.quaternion import Rotation
+
+    n = len(prepared)
+    signal = _signal(prepared)
+    pcs = geometry.pc_array()
+    if n == 1:
+        rotations, geometry = Rotation(np.repeat(rotations.data, 2, axis=0)), geometry.with_pc(np.repeat(pcs, 2, 0))
+    with _quiet():
+        xmap = signal.refine_orientation(_crystal_map(rotations, kmaster), geometry.to_kikuchipy(), kmaster,
+                                         energy=voltage_kv, initial_step=initial_step, rtol=1e-4)
+    matrices = xmap.rotations.to_matrix().reshape(-1, 3, 3)[:n].copy()
+    return matrices, np.asarray(xmap.scores, dtype=np.float32)[:n].copy()
+
+
+def _dictionary_guesses(prepared: np.ndarray, kmaster, geometry: EBSDGeometry, voltage_kv: float,
+                        resolution: float):
+    """The best match of each frame among patterns of the Laue group's fundamental zone."""
+    from orix.quaternion import Rotation
+    from orix.sampling import get_sample_fundamental
+
+    grid = get_sample_fundamental(resolution=resolution, point_group=kmaster.phase.point_group.laue.proper_subgroup)
+    with _quiet():
+        dictionary = kmaster.get_patterns(grid, geometry.to_kikuchipy(), energy=voltage_kv, compute=True,
+                                          show_progressbar=False)
+        best = _signal(prepared).dictionary_indexing(dictionary, keep_n=1)
+    return Rotation(best.rotations.data.reshape(-1, 4)[: len(prepared)])
+
+
+def _crystal_map(rotations, kmaster):
+    """One point per frame, all of the master pattern's phase (as refinement requires)."""
+    from orix.crystal_map import CrystalMap, PhaseList
+
+    return CrystalMap(rotations=rotations, x=np.arange(rotations.size, dtype=float),
+                      phase_list=PhaseList(kmaster.phase))
+
+
+@contextlib.contextmanager
+def _quiet():
+    """kikuchipy prints its settings and dask progress bars to stdout, and warns about
+    chunking; neither means anything to a user of this module."""
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
