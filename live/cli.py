@@ -22,12 +22,13 @@ from .commands import (
     models,
     phases,
     recording,
+    refine,
     simulate,
     train,
 )
 
-COMMAND_GROUPS = (demo, live, gui, detector_sim, recording, keys, models, engines, train, evaluate, dataset, phases,
-                  simulate, bench)
+COMMAND_GROUPS = (demo, live, gui, detector_sim, recording, refine, keys, models, engines, train, evaluate, dataset,
+                  phases, simulate, bench)
 
 
 class UserError(Exception):

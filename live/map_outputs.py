@@ -89,9 +89,16 @@ def write_scan_outputs(out_dir: str | Path, assembler: MapAssembler, card: Model
         "ipf_z": lambda path: save_ipf_png(xmap, path, title, "z", oriented),
         "confidence": lambda path: save_confidence_png(xmap, path, title),
     }
+    return write_files(out_dir, FILE_NAMES, writers)
+
+
+def write_files(out_dir: str | Path, names: Mapping[str, str],
+                writers: Mapping[str, Callable[[Path], object]]) -> dict[str, Path]:
+    """Run each writer on a temporary file beside ``out_dir / names[key]`` and rename it into
+    place, in the writers' order; return the paths by key."""
     paths = {}
     for key, write in writers.items():
-        paths[key] = Path(out_dir) / FILE_NAMES[key]
+        paths[key] = Path(out_dir) / names[key]
         with atomic_output(paths[key]) as temporary:
             write(temporary)
     return paths

@@ -58,7 +58,7 @@ from .export import onnx_session, run_onnx
 from .orientation import disorientation_deg, indexed_euler, laue_operators, nearest_operator, quaternions_to_matrices
 from .physics.catalogue import get_phase_entry
 from .physics.master_pattern import VOLTAGE_RANGE_KV
-from .physics.refinement import refine_orientations
+from .physics.refinement import OrientationRefiner
 
 EVALUATION_SEED_OFFSET = 1000
 """Added to the config's data seed: the splits of a seed are disjoint draws, so seed + 1000
@@ -215,8 +215,9 @@ def evaluate_lattice(model: EvaluatedModel, data: DataConfig, split: str, refine
 def refined_scores(model: EvaluatedModel, data: DataConfig, shard: Shard, split: str) -> dict:
     """Per oriented phase: the disorientation statistics of the refined orientations
     (``physics.refinement``, from the model's own answers, each frame at its own pattern
-    centre), the share of frames matched (NCC ≥ ``MIN_NCC``), the share whose answer came from
-    the dictionary, and the refinement's rate on this machine."""
+    centre, the dictionary at the nominal one), the share of frames matched (NCC ≥
+    ``MIN_NCC``), the share whose answer came from the dictionary, and the refinement's rate
+    on this machine."""
     session = onnx_session(model.path)
     masters = load_masters(data, split_spec(data, split))
     geometry = ebsd_geometry(data)
@@ -227,8 +228,8 @@ def refined_scores(model: EvaluatedModel, data: DataConfig, shard: Shard, split:
             continue
         _, rotations, _ = run_onnx(session, shard.frames[rows])
         start = time.perf_counter()
-        refined = refine_orientations(shard.frames[rows], rotations, masters[(name, data.voltage_kv)],
-                                      geometry.with_pc(shard.pc[rows]))
+        refiner = OrientationRefiner(masters[(name, data.voltage_kv)], geometry)
+        refined = refiner.refine(shard.frames[rows], rotations, shard.pc[rows])
         seconds = time.perf_counter() - start
         scores[name] = {**disorientation_stats(refined.matrices, shard.quaternions[rows],
                                                get_phase_entry(name).point_group),

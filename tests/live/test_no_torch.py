@@ -13,6 +13,8 @@ LIVE_MODULES = (
     "diffstream.live.recorder",
     "diffstream.live.replay",
     "diffstream.live.map_outputs",
+    "diffstream.live.scan_refinement",
+    "diffstream.live.commands.refine",
     "diffstream.live.truth",
     "diffstream.live.live_bench",
     "diffstream.live.commands.live",

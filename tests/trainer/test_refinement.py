@@ -11,7 +11,7 @@ from diffstream.trainer.orientation import disorientation_deg, laue_operators, q
 from diffstream.trainer.physics.ebsd_projection import project_patterns
 from diffstream.trainer.physics.geometry import EBSDGeometry
 from diffstream.trainer.physics.master_pattern import kinematical_master_pattern
-from diffstream.trainer.physics.refinement import MIN_NCC, refine_orientations
+from diffstream.trainer.physics.refinement import MIN_NCC, OrientationRefiner
 from diffstream.trainer.physics.sampling import random_quaternions
 
 SHAPE = (60, 60)
@@ -43,12 +43,13 @@ def test_refinement_converges_from_a_near_guess_and_the_dictionary_from_a_far_on
     pcs = np.array([0.5, 0.5, 0.5]) + np.random.default_rng(4).uniform(-0.03, 0.03, (6, 3))
     geometry = EBSDGeometry(shape=SHAPE, pc=pcs, sample_tilt=70.0)
     frames = _frames(master, quaternions, geometry, seed=5)
+    nominal = geometry.with_pc((0.5, 0.5, 0.5))
     truth = quaternions_to_matrices(quaternions)
     operators = laue_operators("m-3m")
     guesses = np.concatenate([_turned(quaternions[:3], 5.0, seed=6), _turned(quaternions[3:], 35.0, seed=7)])
     assert (disorientation_deg(guesses, truth, operators)[3:] > 20.0).all()
 
-    refined = refine_orientations(frames, guesses, master, geometry)
+    refined = OrientationRefiner(master, nominal).refine(frames, guesses, pcs)
 
     errors = disorientation_deg(refined.matrices, truth, operators)
     assert (errors < 0.5).all(), errors
@@ -59,13 +60,13 @@ def test_refinement_converges_from_a_near_guess_and_the_dictionary_from_a_far_on
 def test_a_frame_without_a_pattern_stays_unmatched(master) -> None:
     geometry = EBSDGeometry(shape=SHAPE, pc=(0.5, 0.5, 0.5), sample_tilt=70.0)
     noise = np.random.default_rng(8).poisson(100.0, (1, *SHAPE)).astype(np.uint8)
-    refined = refine_orientations(noise, np.eye(3)[None], master, geometry)
+    refined = OrientationRefiner(master, geometry).refine(noise, np.eye(3)[None])
     assert not refined.matched().any() and refined.ncc[0] < MIN_NCC
 
 
 def test_refinement_checks_its_input(master) -> None:
     geometry = EBSDGeometry(shape=SHAPE, pc=(0.5, 0.5, 0.5), sample_tilt=70.0)
     with pytest.raises(ValueError, match=r"expected frames \(N, 60, 60\)"):
-        refine_orientations(np.zeros((2, 50, 60), np.uint8), np.tile(np.eye(3), (2, 1, 1)), master, geometry)
-    empty = refine_orientations(np.zeros((0, *SHAPE), np.uint8), np.zeros((0, 3, 3)), master, geometry)
+        OrientationRefiner(master, geometry).refine(np.zeros((2, 50, 60), np.uint8), np.tile(np.eye(3), (2, 1, 1)))
+    empty = OrientationRefiner(master, geometry).refine(np.zeros((0, *SHAPE), np.uint8), np.zeros((0, 3, 3)))
     assert empty.matrices.shape == (0, 3, 3) and empty.ncc.shape == (0,)

@@ -11,7 +11,7 @@ From a guess more than about 12° off the search stops on a wrong local maximum,
 says so: on simulated frames of the demo phases the right answers score 0.6-0.8 and the
 wrong ones below 0.25. Frames under ``min_ncc`` are therefore indexed again against a
 dictionary (kikuchipy's ``dictionary_indexing`` over orix's sampling of the Laue group's
-fundamental zone every ``dictionary_resolution`` degrees, projected at the frames' mean
+fundamental zone every ``dictionary_resolution`` degrees, projected at the geometry's mean
 pattern centre) and refined from the best match; each frame keeps the better of its two
 answers. The dictionary is what indexing without a network would cost for every frame; the
 network spares it for the frames it already got within reach.
@@ -59,45 +59,85 @@ class Refinement:
         return self.ncc >= min_ncc
 
 
-def refine_orientations(
-    frames: np.ndarray,
-    initial: np.ndarray,
-    master: MasterPattern,
-    geometry: EBSDGeometry,
-    *,
-    min_ncc: float = MIN_NCC,
-    dictionary_resolution: float = DICTIONARY_RESOLUTION_DEG,
-    initial_step: float = INITIAL_STEP_DEG,
-) -> Refinement:
-    """Refine the orientations ``initial`` ((N, 3, 3)) of ``frames`` ((N, rows, cols), raw
-    detector counts) of one phase against its ``master`` pattern, on ``geometry`` (one pattern
-    centre, or one per frame); unmatched frames go through the dictionary (module docstring)."""
-    from orix.quaternion import Rotation
+class OrientationRefiner:
+    """Refines frames of one phase against its ``master`` pattern on one detector
+    ``geometry`` (module docstring). The dictionary is projected once, at the geometry's mean
+    pattern centre, when a frame first needs it, so a scan refined chunk by chunk pays for it
+    once."""
 
-    frames = np.asarray(frames)
-    initial = np.asarray(initial, dtype=np.float64)
-    if frames.ndim != 3 or frames.shape[1:] != geometry.shape or initial.shape != (len(frames), 3, 3):
-        raise ValueError(f"expected frames (N, {geometry.shape[0]}, {geometry.shape[1]}) and initial orientations "
-                         f"(N, 3, 3), got {frames.shape} and {initial.shape}")
-    if len(frames) == 0:
-        return Refinement(np.empty((0, 3, 3)), np.empty(0, np.float32), np.empty(0, bool))
-    pcs = np.broadcast_to(geometry.pc_array(), (len(frames), 3))
-    prepared = _prepared(frames)
-    kmaster = master.to_kikuchipy()
-    matrices, ncc = _refine(prepared, Rotation.from_matrix(initial), geometry.with_pc(pcs), kmaster,
-                            master.voltage_kv, initial_step)
-    from_dictionary = np.zeros(len(frames), dtype=bool)
-    retry = np.flatnonzero(ncc < min_ncc)
-    if len(retry):
-        guesses = _dictionary_guesses(prepared[retry], kmaster, geometry.with_pc(pcs[retry].mean(axis=0)),
-                                      master.voltage_kv, dictionary_resolution)
-        again, again_ncc = _refine(prepared[retry], guesses, geometry.with_pc(pcs[retry]), kmaster,
-                                   master.voltage_kv, initial_step)
-        better = again_ncc > ncc[retry]
-        matrices[retry[better]] = again[better]
-        ncc[retry[better]] = again_ncc[better]
-        from_dictionary[retry[better]] = True
-    return Refinement(matrices, ncc, from_dictionary)
+    def __init__(self, master: MasterPattern, geometry: EBSDGeometry, *, min_ncc: float = MIN_NCC,
+                 dictionary_resolution: float = DICTIONARY_RESOLUTION_DEG,
+                 initial_step: float = INITIAL_STEP_DEG) -> None:
+        self.master = master
+        self.geometry = geometry
+        self.min_ncc = min_ncc
+        self.dictionary_resolution = dictionary_resolution
+        self.initial_step = initial_step
+        self._kmaster = master.to_kikuchipy()
+        self._dictionary = None
+
+    def refine(self, frames: np.ndarray, initial: np.ndarray, pcs: np.ndarray | None = None) -> Refinement:
+        """Refine the orientations ``initial`` ((N, 3, 3)) of ``frames`` ((N, rows, cols), raw
+        detector counts), each at its pattern centre in ``pcs`` ((N, 3); default the
+        geometry's); frames left unmatched go through the dictionary."""
+        from orix.quaternion import Rotation
+
+        frames = np.asarray(frames)
+        initial = np.asarray(initial, dtype=np.float64)
+        shape = self.geometry.shape
+        if frames.ndim != 3 or frames.shape[1:] != shape or initial.shape != (len(frames), 3, 3):
+            raise ValueError(f"expected frames (N, {shape[0]}, {shape[1]}) and initial orientations (N, 3, 3), "
+                             f"got {frames.shape} and {initial.shape}")
+        if len(frames) == 0:
+            return Refinement(np.empty((0, 3, 3)), np.empty(0, np.float32), np.empty(0, bool))
+        pcs = np.broadcast_to(self.geometry.pc_array() if pcs is None else pcs, (len(frames), 3))
+        prepared = _prepared(frames)
+        matrices, ncc = self._refine(prepared, Rotation.from_matrix(initial), pcs)
+        from_dictionary = np.zeros(len(frames), dtype=bool)
+        retry = np.flatnonzero(ncc < self.min_ncc)
+        if len(retry):
+            again, again_ncc = self._refine(prepared[retry], self._best_matches(prepared[retry]), pcs[retry])
+            better = again_ncc > ncc[retry]
+            matrices[retry[better]] = again[better]
+            ncc[retry[better]] = again_ncc[better]
+            from_dictionary[retry[better]] = True
+        return Refinement(matrices, ncc, from_dictionary)
+
+    def _refine(self, prepared: np.ndarray, rotations, pcs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """kikuchipy's refinement of each frame from its rotation: (N, 3, 3) matrices and NCC."""
+        from orix.quaternion import Rotation
+
+        n = len(prepared)
+        if n == 1:
+            rotations, pcs = Rotation(np.repeat(rotations.data, 2, axis=0)), np.repeat(pcs, 2, axis=0)
+        with _quiet():
+            xmap = _signal(prepared).refine_orientation(
+                _crystal_map(rotations, self._kmaster), self.geometry.with_pc(pcs).to_kikuchipy(), self._kmaster,
+                energy=self.master.voltage_kv, initial_step=self.initial_step, rtol=1e-4)
+        matrices = xmap.rotations.to_matrix().reshape(-1, 3, 3)[:n].copy()
+        return matrices, np.asarray(xmap.scores, dtype=np.float32)[:n].copy()
+
+    def _best_matches(self, prepared: np.ndarray):
+        """Each frame's best match among the dictionary's patterns."""
+        from orix.quaternion import Rotation
+
+        with _quiet():
+            best = _signal(prepared).dictionary_indexing(self._patterns(), keep_n=1)
+        return Rotation(best.rotations.data.reshape(-1, 4)[: len(prepared)])
+
+    def _patterns(self):
+        """The dictionary: the Laue group's fundamental zone every ``dictionary_resolution``
+        degrees, projected at the geometry's mean pattern centre."""
+        if self._dictionary is None:
+            from orix.sampling import get_sample_fundamental
+
+            laue = self._kmaster.phase.point_group.laue.proper_subgroup
+            grid = get_sample_fundamental(resolution=self.dictionary_resolution, point_group=laue)
+            centre = self.geometry.with_pc(self.geometry.pc_array().mean(axis=0))
+            with _quiet():
+                self._dictionary = self._kmaster.get_patterns(
+                    grid, centre.to_kikuchipy(), energy=self.master.voltage_kv, compute=True, show_progressbar=False)
+        return self._dictionary
 
 
 def _prepared(frames: np.ndarray) -> np.ndarray:
@@ -115,37 +155,6 @@ def _signal(prepared: np.ndarray):
     import kikuchipy as kp
 
     return kp.signals.EBSD(prepared if len(prepared) > 1 else np.repeat(prepared, 2, axis=0))
-
-
-def _refine(prepared: np.ndarray, rotations, geometry: EBSDGeometry, kmaster, voltage_kv: float,
-            initial_step: float) -> tuple[np.ndarray, np.ndarray]:
-    """kikuchipy's refinement of each frame from its rotation: (N, 3, 3) matrices and NCC."""
-    from orix.quaternion import Rotation
-
-    n = len(prepared)
-    signal = _signal(prepared)
-    pcs = geometry.pc_array()
-    if n == 1:
-        rotations, geometry = Rotation(np.repeat(rotations.data, 2, axis=0)), geometry.with_pc(np.repeat(pcs, 2, 0))
-    with _quiet():
-        xmap = signal.refine_orientation(_crystal_map(rotations, kmaster), geometry.to_kikuchipy(), kmaster,
-                                         energy=voltage_kv, initial_step=initial_step, rtol=1e-4)
-    matrices = xmap.rotations.to_matrix().reshape(-1, 3, 3)[:n].copy()
-    return matrices, np.asarray(xmap.scores, dtype=np.float32)[:n].copy()
-
-
-def _dictionary_guesses(prepared: np.ndarray, kmaster, geometry: EBSDGeometry, voltage_kv: float,
-                        resolution: float):
-    """The best match of each frame among patterns of the Laue group's fundamental zone."""
-    from orix.quaternion import Rotation
-    from orix.sampling import get_sample_fundamental
-
-    grid = get_sample_fundamental(resolution=resolution, point_group=kmaster.phase.point_group.laue.proper_subgroup)
-    with _quiet():
-        dictionary = kmaster.get_patterns(grid, geometry.to_kikuchipy(), energy=voltage_kv, compute=True,
-                                          show_progressbar=False)
-        best = _signal(prepared).dictionary_indexing(dictionary, keep_n=1)
-    return Rotation(best.rotations.data.reshape(-1, 4)[: len(prepared)])
 
 
 def _crystal_map(rotations, kmaster):

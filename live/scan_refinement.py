@@ -1,0 +1,301 @@
+"""``diffstream refine``: a scan's orientations refined to a fraction of a degree, after the scan.
+
+The live map shows the network's orientations, which for ``ebsd-lattice`` lie 10-16° from
+the truth as a median: enough to watch grains appear, not for texture or grain-boundary
+analysis. This reads the scan back (a recording, or any EBSD pattern file ``replay``
+reads), runs the model on every frame as the live map did (through a
+:class:`~.map_assembler.MapAssembler`, so classes, confidence and orientations are the live
+map's), and refines the points of each class that names a catalogue phase against that
+phase's kinematical master pattern at the scan's detector geometry
+(:class:`~diffstream.trainer.physics.refinement.OrientationRefiner`, kikuchipy). It runs at
+about 20 frames/s on 2 CPU cores, so a large map takes hours; Ctrl-C (or SIGTERM) stops it
+after the batch in hand, and the files hold the points refined by then. A model without an
+orientation output can be refined too (``--phases``): every frame then goes through the
+dictionary.
+
+The files (each written to a temporary name and renamed, as the live outputs are):
+
+- ``refined.h5``: orix HDF5 ``CrystalMap`` (``orix.io.load``); one phase per refined
+  catalogue phase with its real structure, every other point not indexed (-1); props
+  ``ncc`` (the pattern match), ``matched`` (NCC ≥ ``MIN_NCC``), ``from_dictionary``,
+  ``refined`` (0/1 each, as orix stores no booleans), ``confidence`` (the live map's) and
+  ``received``;
+- ``refined.ang``: the same as EDAX TSL .ang (orix, MTEX, OIM), the NCC as its CI column;
+- ``refined_ipf_z.png`` and ``refined_ncc.png``;
+- ``refined.json``: points refined and matched per phase, the rate, whether Ctrl-C cut it
+  short and, given the simulator's ground truth, the median disorientation of the refined
+  and of the network's orientations against it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+import orix.io
+from orix.crystal_map import CrystalMap, PhaseList
+from orix.quaternion import Orientation, Rotation
+
+from diffstream.engines.model_card import ModelCard
+from diffstream.engines.registry import create_engine
+from diffstream.trainer.physics.catalogue import get_phase_entry
+from diffstream.trainer.physics.geometry import EBSDGeometry
+from diffstream.trainer.physics.master_pattern import kinematical_master_pattern
+from diffstream.trainer.physics.refinement import MIN_NCC, OrientationRefiner
+
+from .decoder import decode_outputs
+from .map_assembler import MapAssembler
+from .map_images import save_confidence_png, save_ipf_png
+from .map_outputs import write_files
+from .replay import open_source
+from .truth import Truth
+
+FILE_NAMES = {"summary": "refined.json", "h5": "refined.h5", "ang": "refined.ang",
+              "ipf_z": "refined_ipf_z.png", "ncc": "refined_ncc.png"}
+REFINE_BATCH = 256
+"""Frames refined per call, and between checks for Ctrl-C: about ten seconds of work."""
+
+
+class RefineError(ValueError):
+    """A source, model or phase list that refinement cannot use; the message says which."""
+
+
+@dataclasses.dataclass
+class ScanRefinement:
+    """The refined scan, by scan index (row-major). ``phase_id`` indexes ``phases`` (-1: not
+    refined); ``quaternions`` are orix's (w, x, y, z), refined where ``refined``, else the
+    network's; ``network_quaternions`` the live map's."""
+
+    scan_shape: tuple[int, int]
+    phases: tuple[str, ...]
+    phase_id: np.ndarray
+    quaternions: np.ndarray
+    network_quaternions: np.ndarray
+    ncc: np.ndarray
+    from_dictionary: np.ndarray
+    confidence: np.ndarray
+    received: np.ndarray
+    seconds: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def refined(self) -> np.ndarray:
+        return self.phase_id >= 0
+
+    def to_crystal_map(self) -> CrystalMap:
+        """The refined map in scan steps (a recording holds no step size)."""
+        rows, cols = self.scan_shape
+        y, x = np.mgrid[0:rows, 0:cols].astype(float)
+        phases = [get_phase_entry(name).phase() for name in self.phases]
+        return CrystalMap(
+            rotations=Rotation(self.quaternions.astype(np.float64)), phase_id=self.phase_id.astype(np.int32),
+            x=x.ravel(), y=y.ravel(), phase_list=PhaseList(phases=phases, ids=list(range(len(phases)))),
+            prop={"ncc": np.where(self.refined, self.ncc, -1.0).astype(np.float32),
+                  "matched": (self.refined & (self.ncc >= MIN_NCC)).astype(np.uint8),
+                  "from_dictionary": self.from_dictionary.astype(np.uint8),
+                  "refined": self.refined.astype(np.uint8),
+                  "confidence": self.confidence.astype(np.float32),
+                  "received": self.received.astype(np.uint8)},
+        )
+
+
+def class_phases(card: ModelCard, phases: Mapping[str, str] | None = None) -> dict[int, str]:
+    """Class index → the catalogue phase its points are refined against. By default each
+    class with orientations: the class itself where it names a catalogue phase, else the
+    phase of that lattice whose orientation the model was trained on (``ebsd-lattice``:
+    cF → Ni, cI → Fe, hP → Ti). ``phases`` (class → phase) replaces the default."""
+    names = [c.name for c in card.classes]
+    if phases is None:
+        trained = card.training.get("data", {}).get("orientation_phases", ())
+        by_lattice = {get_phase_entry(name).bravais_lattice: name for name in trained}
+        phases = {c.name: (c.name if _is_phase(c.name) else by_lattice[c.name]) for c in card.classes
+                  if c.orientation and (_is_phase(c.name) or c.name in by_lattice)}
+    chosen = {}
+    for class_name, phase in phases.items():
+        if class_name not in names:
+            raise RefineError(f"phases: {card.name} has no class {class_name!r} (its classes: {', '.join(names)})")
+        if not _is_phase(phase):
+            raise RefineError(f"phases: {phase!r} is not a catalogue phase (see `diffstream phases`)")
+        chosen[names.index(class_name)] = get_phase_entry(phase).name
+    if not chosen:
+        raise RefineError(f"{card.name} gives no orientations to refine; name the phases with --phases CLASS=PHASE")
+    return chosen
+
+
+def refine_scan(source: str | Path, model: str | Path, *, phases: Mapping[str, str] | None = None,
+                pc: tuple[float, float, float] | None = None, voltage_kv: float | None = None,
+                progress: bool = True, stop: threading.Event | None = None) -> ScanRefinement:
+    """Refine the first scan of ``source`` (module docstring) with ``model``'s answers as
+    the starting points; ``pc`` and ``voltage_kv`` stand in for what the source does not say.
+    Setting ``stop`` ends it after the batch in hand (``interrupted`` tells)."""
+    stop = stop or threading.Event()
+    scan = next(iter(open_source(source).scans()), None)
+    if scan is None:
+        raise RefineError(f"{source}: holds no scan")
+    start = scan.start
+    engine = create_engine(model)
+    card = engine.card
+    if start.kind != "ebsd" or card.kind != "ebsd":
+        raise RefineError(f"{source}: refine needs EBSD frames and an EBSD model, got {start.kind} frames and "
+                          f"{card.name} ({card.kind})")
+    if start.dtype != card.input_dtype and not np.can_cast(start.dtype, card.input_dtype, "safe"):
+        raise RefineError(f"{source}: {start.dtype} frames; {card.name} takes {card.input_dtype}")
+    targets = class_phases(card, phases)
+    phase_names = tuple(dict.fromkeys(targets.values()))
+    geometry, voltage = _geometry(start.geometry, start.frame_shape, pc, voltage_kv, source)
+    refiners = {name: OrientationRefiner(kinematical_master_pattern(name, voltage), geometry) for name in phase_names}
+    assembler = MapAssembler(start.scan_shape, card.classes)
+    result = _empty(start.scan_shape, phase_names)
+    began = time.perf_counter()
+    bar = _progress_bar(start.n_frames, progress)
+    try:
+        for indices, frames in scan.chunks(stop):
+            indices = np.asarray(indices, dtype=np.int64)
+            frames = np.asarray(frames, dtype=card.input_dtype)
+            decoded = decode_outputs(engine.infer(frames), len(frames))
+            assembler.place(indices, decoded.class_id, decoded.class_probability, decoded.usable,
+                            decoded.rotation_matrices)
+            guesses = (np.tile(np.eye(3), (len(frames), 1, 1)) if decoded.rotation_matrices is None
+                       else decoded.rotation_matrices)
+            live = assembler.snapshot()
+            result.received[indices] = True
+            result.confidence[indices] = live.confidence.ravel()[indices]
+            result.network_quaternions[indices] = live.quaternions.reshape(-1, 4)[indices]
+            class_id = live.class_id.ravel()[indices]
+            for first in range(0, len(indices), REFINE_BATCH):
+                if stop.is_set():
+                    break
+                part = slice(first, first + REFINE_BATCH)
+                _refine_batch(result, refiners, targets, indices[part], frames[part], class_id[part], guesses[part])
+                bar.update(len(indices[part]))
+            if stop.is_set():
+                result.interrupted = True
+                break
+    finally:
+        bar.close()
+        engine.close()
+    result.seconds = time.perf_counter() - began
+    return result
+
+
+def write_refinement(out_dir: str | Path, result: ScanRefinement, truth: Truth | None = None) -> dict[str, Path]:
+    """Write the files of the module docstring into ``out_dir``; return their paths by key."""
+    xmap = result.to_crystal_map()
+    rows, cols = result.scan_shape
+    title = f"refined: {rows}×{cols} scan, {int(result.refined.sum()):,} points refined"
+    numbers = refinement_summary(result, truth)
+    writers: dict[str, Callable[[Path], object]] = {
+        "summary": lambda path: path.write_text(json.dumps(numbers, indent=2) + "\n"),
+        "h5": lambda path: orix.io.save(path, xmap, overwrite=True),
+        "ang": lambda path: orix.io.save(path, xmap, overwrite=True, confidence_index_prop="ncc"),
+        "ipf_z": lambda path: save_ipf_png(xmap, path, title, "z"),
+        "ncc": lambda path: save_confidence_png(xmap, path, title, prop="ncc"),
+    }
+    return write_files(out_dir, FILE_NAMES, writers)
+
+
+def refinement_summary(result: ScanRefinement, truth: Truth | None = None) -> dict:
+    """The numbers of ``refined.json``."""
+    refined = result.refined
+    per_phase = {}
+    for index, name in enumerate(result.phases):
+        mine = result.phase_id == index
+        per_phase[name] = {"points": int(mine.sum()), "matched": int((mine & (result.ncc >= MIN_NCC)).sum()),
+                           "from_dictionary": int((mine & result.from_dictionary).sum()),
+                           "median_ncc": _median(result.ncc[mine])}
+    summary = {"scan_size": {"rows": result.scan_shape[0], "cols": result.scan_shape[1]},
+               "points_received": int(result.received.sum()), "points_refined": int(refined.sum()),
+               "phases": per_phase, "seconds": round(result.seconds, 1),
+               "frames_per_second": round(refined.sum() / result.seconds, 1) if result.seconds > 0 else None,
+               "interrupted": result.interrupted, "min_ncc": MIN_NCC}
+    if truth is not None:
+        summary["truth"] = truth_comparison(result, truth)
+    return summary
+
+
+def truth_comparison(result: ScanRefinement, truth: Truth) -> dict:
+    """Median disorientation against the ground truth over the refined points whose true
+    phase is the one they were refined as: refined, and as the network gave them."""
+    if truth.scan_shape != result.scan_shape:
+        raise RefineError(f"{truth.path}: a {truth.scan_shape[0]}×{truth.scan_shape[1]} truth for a "
+                          f"{result.scan_shape[0]}×{result.scan_shape[1]} scan")
+    true_names = np.full(result.phase_id.shape, "", dtype=object)
+    for phase_id, name in truth.phase_names.items():
+        true_names[truth.phase_id.ravel() == phase_id] = name
+    refined_angles, network_angles = [], []
+    for index, name in enumerate(result.phases):
+        mask = (result.phase_id == index) & (true_names == name)
+        if not mask.any():
+            continue
+        laue = get_phase_entry(name).phase().point_group.laue
+        expected = Orientation(truth.quaternions.reshape(-1, 4)[mask], symmetry=laue)
+        for found, angles in ((result.quaternions, refined_angles), (result.network_quaternions, network_angles)):
+            angles.append(expected.angle_with(Orientation(found[mask].astype(np.float64), symmetry=laue),
+                                              degrees=True))
+    compared = sum(len(a) for a in refined_angles)
+    return {"points_compared": compared,
+            "median_disorientation_deg": _median(np.concatenate(refined_angles)) if compared else None,
+            "network_median_disorientation_deg": _median(np.concatenate(network_angles)) if compared else None}
+
+
+def _refine_batch(result: ScanRefinement, refiners: Mapping[str, OrientationRefiner], targets: Mapping[int, str],
+                  indices: np.ndarray, frames: np.ndarray, class_id: np.ndarray, matrices: np.ndarray) -> None:
+    """Refine the frames of one batch whose class names a phase, each against its phase."""
+    for class_index, name in targets.items():
+        rows = np.flatnonzero(class_id == class_index)
+        if not len(rows):
+            continue
+        refined = refiners[name].refine(frames[rows], matrices[rows])
+        points = indices[rows]
+        result.phase_id[points] = result.phases.index(name)
+        result.quaternions[points] = Rotation.from_matrix(refined.matrices).data
+        result.ncc[points] = refined.ncc
+        result.from_dictionary[points] = refined.from_dictionary
+
+
+def _geometry(header: Mapping, frame_shape: tuple[int, int], pc: tuple[float, float, float] | None,
+              voltage_kv: float | None, source: str | Path) -> tuple[EBSDGeometry, float]:
+    """The detector geometry and beam voltage of the scan_start ``header`` (keys of
+    ``scan_render.ebsd_geometry_header``), ``pc`` and ``voltage_kv`` taking precedence."""
+    pc = pc if pc is not None else header.get("pc")
+    voltage = voltage_kv if voltage_kv is not None else header.get("voltage_kv")
+    for value, option, what in ((pc, "--pc X Y Z", "pattern centre"), (voltage, "--voltage KV", "beam voltage")):
+        if value is None:
+            raise RefineError(f"{source}: gives no {what}; pass {option}")
+    geometry = EBSDGeometry(shape=tuple(frame_shape), pc=tuple(pc), sample_tilt=header.get("sample_tilt", 70.0),
+                            tilt=header.get("detector_tilt", 0.0), azimuthal=header.get("azimuthal", 0.0),
+                            twist=header.get("twist", 0.0))
+    return geometry, float(voltage)
+
+
+def _empty(scan_shape: tuple[int, int], phases: tuple[str, ...]) -> ScanRefinement:
+    n = scan_shape[0] * scan_shape[1]
+    identity = np.tile([1.0, 0.0, 0.0, 0.0], (n, 1))
+    return ScanRefinement(scan_shape=tuple(scan_shape), phases=phases, phase_id=np.full(n, -1, dtype=np.int32),
+                          quaternions=identity.copy(), network_quaternions=identity.copy(),
+                          ncc=np.zeros(n, dtype=np.float32), from_dictionary=np.zeros(n, dtype=bool),
+                          confidence=np.zeros(n, dtype=np.float32), received=np.zeros(n, dtype=bool))
+
+
+def _is_phase(name: str) -> bool:
+    from diffstream.trainer.physics.errors import PhysicsInputError
+
+    try:
+        get_phase_entry(name)
+    except PhysicsInputError:
+        return False
+    return True
+
+
+def _median(values: np.ndarray) -> float | None:
+    return round(float(np.median(values)), 4) if len(values) else None
+
+
+def _progress_bar(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="frame", desc="refining", disable=not enabled, smoothing=0.1)

@@ -1,0 +1,99 @@
+"""``diffstream refine``: a pattern file of Ni at known orientations is mapped by the shipped
+``ebsd-lattice`` and refined; the refined map must hold those orientations to a fraction of a
+degree where it says it matched, open in orix, and report against a ground truth. Bad
+requests are one-line errors; a stop request keeps what was refined."""
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import kikuchipy as kp
+import numpy as np
+import orix.io
+import pytest
+from orix.crystal_map import CrystalMap, PhaseList
+from orix.quaternion import Orientation
+
+from conftest import run_diffstream
+from diffstream.engines.registry import load_card
+from diffstream.live.scan_refinement import RefineError, class_phases, refine_scan, write_refinement
+from diffstream.live.truth import load_truth
+from diffstream.trainer.physics.catalogue import get_phase_entry
+from diffstream.trainer.physics.ebsd_patterns import simulate_ebsd_patterns
+
+SCAN = (3, 4)
+N = SCAN[0] * SCAN[1]
+
+
+@pytest.fixture(scope="module")
+def scan(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, np.ndarray]:
+    """A 3×4 scan of Ni patterns on the training geometry as a kikuchipy h5ebsd file (the
+    detector and beam energy in it), its ground truth as orix HDF5, and its orientations."""
+    folder = tmp_path_factory.mktemp("refine")
+    patterns = simulate_ebsd_patterns("Ni", N, 60, seed=4, pc=(0.5, 0.5, 0.5))
+    signal = kp.signals.EBSD(patterns.patterns.reshape(*SCAN, 60, 60))
+    signal.detector = patterns.geometry.to_kikuchipy()
+    signal.metadata.set_item("Acquisition_instrument.SEM.beam_energy", patterns.voltage_kv)
+    signal.save(folder / "ni.h5")
+    y, x = np.mgrid[0:SCAN[0], 0:SCAN[1]].astype(float)
+    truth = CrystalMap(rotations=patterns.rotations, x=x.ravel(), y=y.ravel(),
+                       phase_list=PhaseList(get_phase_entry("Ni").phase()))
+    orix.io.save(folder / "truth.h5", truth)
+    return folder / "ni.h5", folder / "truth.h5", patterns.rotations.data
+
+
+def test_refined_map_holds_the_true_orientations(scan: tuple[Path, Path, np.ndarray], tmp_path: Path) -> None:
+    source, truth_path, quaternions = scan
+    done = run_diffstream("refine", str(source), "--out", str(tmp_path), "--truth", str(truth_path),
+                          "--no-progress")
+    assert done.returncode == 0, done.stderr
+    assert "points refined" in done.stdout
+    xmap = orix.io.load(tmp_path / "refined.h5")
+    refined = xmap.prop["refined"].astype(bool)
+    matched = xmap.prop["matched"].astype(bool)
+    assert refined.sum() >= N // 2 and (matched <= refined).all() and matched.any()
+    assert {xmap.phases[pid].name for pid in np.unique(xmap.phase_id[refined])} == {"Ni"}
+    laue = get_phase_entry("Ni").phase().point_group.laue
+    errors = Orientation(quaternions[matched], symmetry=laue).angle_with(
+        Orientation(xmap.rotations.data[matched], symmetry=laue), degrees=True)
+    assert errors.max() < 0.5, errors
+    summary = json.loads((tmp_path / "refined.json").read_text())
+    assert summary["points_received"] == N and summary["points_refined"] == refined.sum()
+    assert summary["phases"]["Ni"]["matched"] == matched.sum() and not summary["interrupted"]
+    assert summary["truth"]["points_compared"] == refined.sum()
+    assert summary["truth"]["median_disorientation_deg"] < 0.5 < summary["truth"]["network_median_disorientation_deg"]
+    assert (tmp_path / "refined.ang").read_text().count("\n") > N
+    assert (tmp_path / "refined_ipf_z.png").stat().st_size > 0
+
+
+def test_a_stop_request_keeps_the_partial_map(scan: tuple[Path, Path, np.ndarray], tmp_path: Path) -> None:
+    stop = threading.Event()
+    stop.set()
+    result = refine_scan(scan[0], "ebsd-lattice", progress=False, stop=stop)
+    assert result.interrupted and not result.refined.any()
+    paths = write_refinement(tmp_path, result, load_truth(scan[1]))
+    summary = json.loads(paths["summary"].read_text())
+    assert summary["interrupted"] and summary["points_refined"] == 0
+    assert summary["truth"]["median_disorientation_deg"] is None
+
+
+def test_phases_default_to_the_trained_orientation_phases() -> None:
+    card = load_card("ebsd-lattice")
+    names = [c.name for c in card.classes]
+    assert class_phases(card) == {names.index("cF"): "Ni", names.index("cI"): "Fe", names.index("hP"): "Ti"}
+    assert class_phases(card, {"cF": "Al"}) == {names.index("cF"): "Al"}
+    with pytest.raises(RefineError, match="has no class 'Ni'"):
+        class_phases(card, {"Ni": "Ni"})
+    with pytest.raises(RefineError, match="'Unobtainium' is not a catalogue phase"):
+        class_phases(card, {"cF": "Unobtainium"})
+
+
+def test_bad_requests_are_one_line_errors(scan: tuple[Path, Path, np.ndarray], tmp_path: Path) -> None:
+    source = str(scan[0])
+    for argv, message in ((["no-such.h5"], "source: no file at no-such.h5"),
+                          ([source, "--phases", "cF"], "expected CLASS=PHASE pairs"),
+                          ([source, "--model", "sped-orientation"], "refine needs EBSD frames and an EBSD model")):
+        done = run_diffstream("refine", *argv, "--out", str(tmp_path / "out"), "--no-progress")
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.count("\n") == 1 and message in done.stderr
