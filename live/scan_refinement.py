@@ -5,10 +5,11 @@ the truth as a median: enough to watch grains appear, not for texture or grain-b
 analysis. This reads the scan back (a recording, or any EBSD pattern file ``replay``
 reads), runs the model on every frame as the live map did (through a
 :class:`~.map_assembler.MapAssembler`, so classes, confidence and orientations are the live
-map's), and refines the points of each class that names a catalogue phase against that
+map's), and refines the points of each class that names a catalogue phase (or, asked to,
+every point with a pattern against each phase named, keeping the best match) against that
 phase's kinematical master pattern at the scan's detector geometry
 (:class:`~diffstream.trainer.physics.refinement.OrientationRefiner`, kikuchipy). It runs at
-about 20 frames/s on 2 CPU cores, so a large map takes hours; Ctrl-C (or SIGTERM) stops it
+about 15-25 frames/s on 2 CPU cores, so a large map takes hours; Ctrl-C (or SIGTERM) stops it
 after the batch in hand, and the files hold the points refined by then. A model without an
 orientation output can be refined too (``--phases``): every frame then goes through the
 dictionary.
@@ -32,7 +33,7 @@ import dataclasses
 import json
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -103,30 +104,37 @@ class ScanRefinement:
         )
 
 
-def class_phases(card: ModelCard, phases: Mapping[str, str] | None = None) -> dict[int, str]:
-    """Class index → the catalogue phase its points are refined against. By default each
-    class with orientations: the class itself where it names a catalogue phase, else the
-    phase of that lattice whose orientation the model was trained on (``ebsd-lattice``:
-    cF → Ni, cI → Fe, hP → Ti). ``phases`` (class → phase) replaces the default."""
+def refine_targets(card: ModelCard,
+                   phases: Sequence[tuple[str | None, str]] | None = None) -> dict[str, tuple[int, ...]]:
+    """Catalogue phase → the indices of the classes whose points are refined against it.
+
+    ``phases`` holds (class, phase) pairs; a class of None stands for every class, so each
+    point with a pattern is refined against that phase too, and a point refined against
+    several phases keeps its best match (the way to go where the network's classes cannot be
+    trusted, as on dynamical patterns: docs/models.md). By default each class with
+    orientations is refined against the class itself where it names a catalogue phase, else
+    against the phase of that lattice whose orientation the model was trained on
+    (``ebsd-lattice``: cF → Ni, cI → Fe, hP → Ti)."""
     names = [c.name for c in card.classes]
     if phases is None:
         trained = card.training.get("data", {}).get("orientation_phases", ())
         by_lattice = {get_phase_entry(name).bravais_lattice: name for name in trained}
-        phases = {c.name: (c.name if _is_phase(c.name) else by_lattice[c.name]) for c in card.classes
-                  if c.orientation and (_is_phase(c.name) or c.name in by_lattice)}
-    chosen = {}
-    for class_name, phase in phases.items():
-        if class_name not in names:
+        phases = [(c.name, c.name if _is_phase(c.name) else by_lattice[c.name]) for c in card.classes
+                  if c.orientation and (_is_phase(c.name) or c.name in by_lattice)]
+    targets: dict[str, set[int]] = {}
+    for class_name, phase in phases:
+        if class_name is not None and class_name not in names:
             raise RefineError(f"phases: {card.name} has no class {class_name!r} (its classes: {', '.join(names)})")
         if not _is_phase(phase):
             raise RefineError(f"phases: {phase!r} is not a catalogue phase (see `diffstream phases`)")
-        chosen[names.index(class_name)] = get_phase_entry(phase).name
-    if not chosen:
-        raise RefineError(f"{card.name} gives no orientations to refine; name the phases with --phases CLASS=PHASE")
-    return chosen
+        classes = range(len(names)) if class_name is None else [names.index(class_name)]
+        targets.setdefault(get_phase_entry(phase).name, set()).update(classes)
+    if not targets:
+        raise RefineError(f"{card.name} gives no orientations to refine; name the phases with --phases")
+    return {phase: tuple(sorted(classes)) for phase, classes in targets.items()}
 
 
-def refine_scan(source: str | Path, model: str | Path, *, phases: Mapping[str, str] | None = None,
+def refine_scan(source: str | Path, model: str | Path, *, phases: Sequence[tuple[str | None, str]] | None = None,
                 pc: tuple[float, float, float] | None = None, voltage_kv: float | None = None,
                 progress: bool = True, stop: threading.Event | None = None) -> ScanRefinement:
     """Refine the first scan of ``source`` (module docstring) with ``model``'s answers as
@@ -144,8 +152,8 @@ def refine_scan(source: str | Path, model: str | Path, *, phases: Mapping[str, s
                           f"{card.name} ({card.kind})")
     if start.dtype != card.input_dtype and not np.can_cast(start.dtype, card.input_dtype, "safe"):
         raise RefineError(f"{source}: {start.dtype} frames; {card.name} takes {card.input_dtype}")
-    targets = class_phases(card, phases)
-    phase_names = tuple(dict.fromkeys(targets.values()))
+    targets = refine_targets(card, phases)
+    phase_names = tuple(targets)
     geometry, voltage = _geometry(start.geometry, start.frame_shape, pc, voltage_kv, source)
     refiners = {name: OrientationRefiner(kinematical_master_pattern(name, voltage), geometry) for name in phase_names}
     assembler = MapAssembler(start.scan_shape, card.classes)
@@ -242,19 +250,23 @@ def truth_comparison(result: ScanRefinement, truth: Truth) -> dict:
             "network_median_disorientation_deg": _median(np.concatenate(network_angles)) if compared else None}
 
 
-def _refine_batch(result: ScanRefinement, refiners: Mapping[str, OrientationRefiner], targets: Mapping[int, str],
-                  indices: np.ndarray, frames: np.ndarray, class_id: np.ndarray, matrices: np.ndarray) -> None:
-    """Refine the frames of one batch whose class names a phase, each against its phase."""
-    for class_index, name in targets.items():
-        rows = np.flatnonzero(class_id == class_index)
+def _refine_batch(result: ScanRefinement, refiners: Mapping[str, OrientationRefiner],
+                  targets: Mapping[str, tuple[int, ...]], indices: np.ndarray, frames: np.ndarray,
+                  class_id: np.ndarray, matrices: np.ndarray) -> None:
+    """Refine the frames of one batch against each phase their class is refined against; a
+    point refined against several keeps the best match."""
+    for name, classes in targets.items():
+        rows = np.flatnonzero(np.isin(class_id, classes))
         if not len(rows):
             continue
         refined = refiners[name].refine(frames[rows], matrices[rows])
         points = indices[rows]
+        better = (result.phase_id[points] < 0) | (refined.ncc > result.ncc[points])
+        points = points[better]
         result.phase_id[points] = result.phases.index(name)
-        result.quaternions[points] = Rotation.from_matrix(refined.matrices).data
-        result.ncc[points] = refined.ncc
-        result.from_dictionary[points] = refined.from_dictionary
+        result.quaternions[points] = Rotation.from_matrix(refined.matrices[better]).data
+        result.ncc[points] = refined.ncc[better]
+        result.from_dictionary[points] = refined.from_dictionary[better]
 
 
 def _geometry(header: Mapping, frame_shape: tuple[int, int], pc: tuple[float, float, float] | None,

@@ -16,10 +16,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Read an EBSD scan back (a recording of `diffstream record` or `live --record`, or a pattern file "
             "`diffstream replay` reads), run the model on every frame as the live map did, and refine the "
-            "orientation of each point whose class names a phase against that phase's kinematical master pattern "
+            "orientation of each point whose class names a phase (or of every point with a pattern, against the "
+            "phases --phases names) against that phase's kinematical master pattern "
             "at the scan's detector geometry (kikuchipy: NCC refinement from the network's answer, dictionary "
             "indexing where that fails). Writes refined.h5 (orix CrystalMap), refined.ang (NCC as CI), "
-            "refined_ipf_z.png, refined_ncc.png and refined.json. About 20 frames/s on 2 CPU cores; Ctrl-C "
+            "refined_ipf_z.png, refined_ncc.png and refined.json. About 15-25 frames/s on 2 CPU cores; Ctrl-C "
             "stops and writes the points refined so far."
         ),
     )
@@ -27,9 +28,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", default="ebsd-lattice", metavar="NAME|PATH",
                         help="a shipped model's name or an .onnx file (default ebsd-lattice)")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the refined map")
-    parser.add_argument("--phases", metavar="CLASS=PHASE,...",
-                        help="the catalogue phase behind each class to refine (default: the phases the model's "
-                             "orientation output was trained on, e.g. cF=Ni,cI=Fe,hP=Ti for ebsd-lattice)")
+    parser.add_argument("--phases", metavar="[CLASS=]PHASE,...",
+                        help="what to refine against: CLASS=PHASE refines the points of that class against the "
+                             "catalogue phase; a bare PHASE refines every point with a pattern against it, and a "
+                             "point refined against several phases keeps its best match (for patterns the network "
+                             "classes poorly). Default: the phases the model's orientation output was trained on, "
+                             "e.g. cF=Ni,cI=Fe,hP=Ti for ebsd-lattice")
     parser.add_argument("--pc", type=float, nargs=3, metavar=("X", "Y", "Z"),
                         help="pattern centre (Bruker convention) when the source gives none, or to override it")
     parser.add_argument("--voltage", type=float, metavar="KV", help="beam voltage when the source gives none")
@@ -68,11 +72,15 @@ def run(args: argparse.Namespace) -> int:
     return 130 if result.interrupted else 0
 
 
-def _phases(text: str) -> dict[str, str]:
-    """``CLASS=PHASE,...`` as a dict; anything else is a one-line error."""
+def _phases(text: str) -> list[tuple[str | None, str]]:
+    """``[CLASS=]PHASE,...`` as (class or None, phase) pairs; anything else is a one-line error."""
     from diffstream.live.cli import UserError
 
-    pairs = [item.split("=") for item in text.split(",")]
-    if any(len(pair) != 2 or not all(part.strip() for part in pair) for pair in pairs):
-        raise UserError(f"phases: expected CLASS=PHASE pairs separated by commas (e.g. cF=Ni,cI=Fe), got {text!r}")
-    return {name.strip(): phase.strip() for name, phase in pairs}
+    pairs = []
+    for item in text.split(","):
+        parts = [part.strip() for part in item.split("=")]
+        if len(parts) > 2 or not all(parts):
+            raise UserError(f"phases: expected PHASE or CLASS=PHASE items separated by commas (e.g. cF=Ni,cI=Fe or "
+                            f"Ni,Fe), got {text!r}")
+        pairs.append((parts[0], parts[1]) if len(parts) == 2 else (None, parts[0]))
+    return pairs

@@ -17,10 +17,12 @@ from orix.quaternion import Orientation
 
 from conftest import run_diffstream
 from diffstream.engines.registry import load_card
-from diffstream.live.scan_refinement import RefineError, class_phases, refine_scan, write_refinement
+from diffstream.live.scan_refinement import RefineError, refine_scan, refine_targets, write_refinement
 from diffstream.live.truth import load_truth
 from diffstream.trainer.physics.catalogue import get_phase_entry
 from diffstream.trainer.physics.ebsd_patterns import simulate_ebsd_patterns
+from diffstream.trainer.physics.master_pattern import load_emsoft_master_pattern
+from diffstream.trainer.physics.refinement import MIN_NCC
 
 SCAN = (3, 4)
 N = SCAN[0] * SCAN[1]
@@ -81,18 +83,41 @@ def test_a_stop_request_keeps_the_partial_map(scan: tuple[Path, Path, np.ndarray
 def test_phases_default_to_the_trained_orientation_phases() -> None:
     card = load_card("ebsd-lattice")
     names = [c.name for c in card.classes]
-    assert class_phases(card) == {names.index("cF"): "Ni", names.index("cI"): "Fe", names.index("hP"): "Ti"}
-    assert class_phases(card, {"cF": "Al"}) == {names.index("cF"): "Al"}
+    assert refine_targets(card) == {"Ni": (names.index("cF"),), "Fe": (names.index("cI"),), "Ti": (names.index("hP"),)}
+    assert refine_targets(card, [("cF", "Al"), ("cP", "Al")]) == {"Al": tuple(sorted([names.index("cF"),
+                                                                                     names.index("cP")]))}
+    assert refine_targets(card, [(None, "Ni")]) == {"Ni": tuple(range(len(names)))}
     with pytest.raises(RefineError, match="has no class 'Ni'"):
-        class_phases(card, {"Ni": "Ni"})
+        refine_targets(card, [("Ni", "Ni")])
     with pytest.raises(RefineError, match="'Unobtainium' is not a catalogue phase"):
-        class_phases(card, {"cF": "Unobtainium"})
+        refine_targets(card, [("cF", "Unobtainium")])
+
+
+def test_dynamical_patterns_refined_against_every_named_phase(tmp_path: Path) -> None:
+    """Patterns projected from kikuchipy's dynamical (EMsoft) Ni master pattern, which the
+    kinematically trained network does not class as cF: refined against Ni and Fe wherever
+    there is a pattern, each point keeps the better match, Ni, at the true orientation."""
+    emsoft = Path(kp.data.__path__[0]) / "emsoft_ebsd_master_pattern" / "ni_mc_mp_20kv_uint8_gzip_opts9.h5"
+    patterns = simulate_ebsd_patterns("Ni", 8, 60, seed=11, pc=(0.5, 0.5, 0.5),
+                                      master=load_emsoft_master_pattern(emsoft, 20.0))
+    signal = kp.signals.EBSD(patterns.patterns.reshape(2, 4, 60, 60))
+    signal.detector = patterns.geometry.to_kikuchipy()
+    signal.metadata.set_item("Acquisition_instrument.SEM.beam_energy", 20.0)
+    signal.save(tmp_path / "dynamical.h5")
+    result = refine_scan(tmp_path / "dynamical.h5", "ebsd-lattice", phases=[(None, "Ni"), (None, "Fe")],
+                         progress=False)
+    matched = result.refined & (result.ncc >= MIN_NCC)
+    assert matched.sum() >= 4 and set(np.array(result.phases)[result.phase_id[matched]]) == {"Ni"}
+    laue = get_phase_entry("Ni").phase().point_group.laue
+    errors = Orientation(patterns.rotations.data[matched], symmetry=laue).angle_with(
+        Orientation(result.quaternions[matched], symmetry=laue), degrees=True)
+    assert np.median(errors) < 0.5 and errors.max() < 1.0, errors
 
 
 def test_bad_requests_are_one_line_errors(scan: tuple[Path, Path, np.ndarray], tmp_path: Path) -> None:
     source = str(scan[0])
     for argv, message in ((["no-such.h5"], "source: no file at no-such.h5"),
-                          ([source, "--phases", "cF"], "expected CLASS=PHASE pairs"),
+                          ([source, "--phases", "cF=Ni=Fe"], "expected PHASE or CLASS=PHASE items"),
                           ([source, "--model", "sped-orientation"], "refine needs EBSD frames and an EBSD model")):
         done = run_diffstream("refine", *argv, "--out", str(tmp_path / "out"), "--no-progress")
         assert done.returncode == 2, done.stderr
