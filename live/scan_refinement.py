@@ -7,7 +7,8 @@ reads), runs the model on every frame as the live map did (through a
 :class:`~.map_assembler.MapAssembler`, so classes, confidence and orientations are the live
 map's), and refines the points of each class that names a catalogue phase (or, asked to,
 every point with a pattern against each phase named, keeping the best match) against that
-phase's kinematical master pattern at the scan's detector geometry
+phase's master pattern (kinematical, or an EMsoft dynamical one given per phase) at the
+scan's detector geometry
 (:class:`~diffstream.trainer.physics.refinement.OrientationRefiner`, kikuchipy). It runs at
 about 15-25 frames/s on 2 CPU cores, so a large map takes hours; Ctrl-C (or SIGTERM) stops it
 after the batch in hand, and the files hold the points refined by then. A model without an
@@ -45,7 +46,11 @@ from diffstream.engines.model_card import ModelCard
 from diffstream.engines.registry import create_engine
 from diffstream.trainer.physics.catalogue import get_phase_entry
 from diffstream.trainer.physics.geometry import EBSDGeometry
-from diffstream.trainer.physics.master_pattern import kinematical_master_pattern
+from diffstream.trainer.physics.master_pattern import (
+    MasterPattern,
+    kinematical_master_pattern,
+    load_emsoft_master_pattern,
+)
 from diffstream.trainer.physics.refinement import MIN_NCC, OrientationRefiner
 
 from .decoder import decode_outputs
@@ -135,10 +140,13 @@ def refine_targets(card: ModelCard,
 
 
 def refine_scan(source: str | Path, model: str | Path, *, phases: Sequence[tuple[str | None, str]] | None = None,
-                pc: tuple[float, float, float] | None = None, voltage_kv: float | None = None,
-                progress: bool = True, stop: threading.Event | None = None) -> ScanRefinement:
+                masters: Mapping[str, str | Path] | None = None, pc: tuple[float, float, float] | None = None,
+                voltage_kv: float | None = None, progress: bool = True,
+                stop: threading.Event | None = None) -> ScanRefinement:
     """Refine the first scan of ``source`` (module docstring) with ``model``'s answers as
-    the starting points; ``pc`` and ``voltage_kv`` stand in for what the source does not say.
+    the starting points; ``masters`` (phase → EMsoft master pattern file) replaces the
+    kinematical master pattern of a phase with a dynamical one, as real patterns want; ``pc``
+    and ``voltage_kv`` stand in for what the source does not say.
     Setting ``stop`` ends it after the batch in hand (``interrupted`` tells)."""
     stop = stop or threading.Event()
     scan = next(iter(open_source(source).scans()), None)
@@ -155,7 +163,11 @@ def refine_scan(source: str | Path, model: str | Path, *, phases: Sequence[tuple
     targets = refine_targets(card, phases)
     phase_names = tuple(targets)
     geometry, voltage = _geometry(start.geometry, start.frame_shape, pc, voltage_kv, source)
-    refiners = {name: OrientationRefiner(kinematical_master_pattern(name, voltage), geometry) for name in phase_names}
+    masters = dict(masters or {})
+    unused = [name for name in masters if not _is_phase(name) or get_phase_entry(name).name not in phase_names]
+    if unused:
+        raise RefineError(f"master: {', '.join(unused)} is not among the phases refined ({', '.join(phase_names)})")
+    refiners = {name: OrientationRefiner(_master(name, voltage, masters), geometry) for name in phase_names}
     assembler = MapAssembler(start.scan_shape, card.classes)
     result = _empty(start.scan_shape, phase_names)
     began = time.perf_counter()
@@ -282,6 +294,16 @@ def _geometry(header: Mapping, frame_shape: tuple[int, int], pc: tuple[float, fl
                             tilt=header.get("detector_tilt", 0.0), azimuthal=header.get("azimuthal", 0.0),
                             twist=header.get("twist", 0.0))
     return geometry, float(voltage)
+
+
+def _master(phase: str, voltage_kv: float, files: Mapping[str, str | Path]) -> MasterPattern:
+    """The phase's master pattern: from its EMsoft file where one is given (by any of the
+    phase's catalogue names), else kinematical."""
+    entry = get_phase_entry(phase)
+    path = next((files[name] for name in (entry.name, *entry.aliases) if name in files), None)
+    if path is None:
+        return kinematical_master_pattern(phase, voltage_kv)
+    return load_emsoft_master_pattern(path, voltage_kv)
 
 
 def _empty(scan_shape: tuple[int, int], phases: tuple[str, ...]) -> ScanRefinement:

@@ -34,6 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "point refined against several phases keeps its best match (for patterns the network "
                              "classes poorly). Default: the phases the model's orientation output was trained on, "
                              "e.g. cF=Ni,cI=Fe,hP=Ti for ebsd-lattice")
+    parser.add_argument("--master", metavar="PHASE=FILE,...",
+                        help="refine these phases against EMsoft (dynamical) master pattern files instead of the "
+                             "catalogue's kinematical ones, as real patterns want; the file must hold the scan's "
+                             "beam energy")
     parser.add_argument("--pc", type=float, nargs=3, metavar=("X", "Y", "Z"),
                         help="pattern centre (Bruker convention) when the source gives none, or to override it")
     parser.add_argument("--voltage", type=float, metavar="KV", help="beam voltage when the source gives none")
@@ -57,10 +61,12 @@ def run(args: argparse.Namespace) -> int:
     if not args.source.exists():
         raise UserError(f"source: no file at {args.source}")
     phases = _phases(args.phases) if args.phases else None
+    masters = _masters(args.master) if args.master else None
     try:
         truth = load_truth(args.truth) if args.truth else None
         with stop_on_signals() as stop:
-            result = refine_scan(args.source, args.model, phases=phases, pc=args.pc, voltage_kv=args.voltage,
+            result = refine_scan(args.source, args.model, phases=phases, masters=masters, pc=args.pc,
+                                 voltage_kv=args.voltage,
                                  progress=not args.no_progress, stop=stop)
         paths = write_refinement(args.out, result, truth)
     except (RefineError, UnreadableFileError, ModelCardError, ModelNotFoundError, EngineError, TruthError) as error:
@@ -84,3 +90,18 @@ def _phases(text: str) -> list[tuple[str | None, str]]:
                             f"Ni,Fe), got {text!r}")
         pairs.append((parts[0], parts[1]) if len(parts) == 2 else (None, parts[0]))
     return pairs
+
+
+def _masters(text: str) -> dict[str, Path]:
+    """``PHASE=FILE,...`` as a dict of existing files; anything else is a one-line error."""
+    from diffstream.live.cli import UserError
+
+    masters = {}
+    for item in text.split(","):
+        parts = [part.strip() for part in item.split("=")]
+        if len(parts) != 2 or not all(parts):
+            raise UserError(f"master: expected PHASE=FILE items separated by commas, got {text!r}")
+        if not Path(parts[1]).is_file():
+            raise UserError(f"master: no file at {parts[1]}")
+        masters[parts[0]] = Path(parts[1])
+    return masters

@@ -96,7 +96,8 @@ def test_phases_default_to_the_trained_orientation_phases() -> None:
 def test_dynamical_patterns_refined_against_every_named_phase(tmp_path: Path) -> None:
     """Patterns projected from kikuchipy's dynamical (EMsoft) Ni master pattern, which the
     kinematically trained network does not class as cF: refined against Ni and Fe wherever
-    there is a pattern, each point keeps the better match, Ni, at the true orientation."""
+    there is a pattern, each point keeps the better match, Ni, at the true orientation; the
+    dynamical master pattern itself (--master) matches them better and lands closer."""
     emsoft = Path(kp.data.__path__[0]) / "emsoft_ebsd_master_pattern" / "ni_mc_mp_20kv_uint8_gzip_opts9.h5"
     patterns = simulate_ebsd_patterns("Ni", 8, 60, seed=11, pc=(0.5, 0.5, 0.5),
                                       master=load_emsoft_master_pattern(emsoft, 20.0))
@@ -112,12 +113,24 @@ def test_dynamical_patterns_refined_against_every_named_phase(tmp_path: Path) ->
     errors = Orientation(patterns.rotations.data[matched], symmetry=laue).angle_with(
         Orientation(result.quaternions[matched], symmetry=laue), degrees=True)
     assert np.median(errors) < 0.5 and errors.max() < 1.0, errors
+    dynamical = refine_scan(tmp_path / "dynamical.h5", "ebsd-lattice", phases=[(None, "Ni")], masters={"Ni": emsoft},
+                            progress=False)
+    same = matched & dynamical.refined & (dynamical.ncc >= MIN_NCC)
+    closer = Orientation(patterns.rotations.data[same], symmetry=laue).angle_with(
+        Orientation(dynamical.quaternions[same], symmetry=laue), degrees=True)
+    assert same.sum() >= 4 and np.median(dynamical.ncc[same]) > np.median(result.ncc[same])
+    assert np.median(closer) < np.median(errors[np.isin(np.flatnonzero(matched), np.flatnonzero(same))])
+    with pytest.raises(RefineError, match="master: Fe is not among the phases refined"):
+        refine_scan(tmp_path / "dynamical.h5", "ebsd-lattice", phases=[(None, "Ni")], masters={"Fe": emsoft},
+                    progress=False)
 
 
 def test_bad_requests_are_one_line_errors(scan: tuple[Path, Path, np.ndarray], tmp_path: Path) -> None:
     source = str(scan[0])
     for argv, message in ((["no-such.h5"], "source: no file at no-such.h5"),
                           ([source, "--phases", "cF=Ni=Fe"], "expected PHASE or CLASS=PHASE items"),
+                          ([source, "--master", "Ni"], "expected PHASE=FILE items"),
+                          ([source, "--master", "Ni=absent.h5"], "master: no file at absent.h5"),
                           ([source, "--model", "sped-orientation"], "refine needs EBSD frames and an EBSD model")):
         done = run_diffstream("refine", *argv, "--out", str(tmp_path / "out"), "--no-progress")
         assert done.returncode == 2, done.stderr
