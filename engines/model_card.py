@@ -56,6 +56,12 @@ class ModelCard:
     def class_names(self) -> list[str]:
         return [c.name for c in self.classes]
 
+    @property
+    def orientation_phases(self) -> tuple[str, ...]:
+        """The phases whose orientation the model was trained to give (from the training
+        data config in ``training``; none for a card without one)."""
+        return tuple(self.training.get("data", {}).get("orientation_phases", ()))
+
     def to_json(self) -> str:
         data = asdict(self)
         data["format"] = CARD_FORMAT

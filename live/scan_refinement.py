@@ -122,8 +122,7 @@ def refine_targets(card: ModelCard,
     (``ebsd-lattice``: cF → Ni, cI → Fe, hP → Ti)."""
     names = [c.name for c in card.classes]
     if phases is None:
-        trained = card.training.get("data", {}).get("orientation_phases", ())
-        by_lattice = {get_phase_entry(name).bravais_lattice: name for name in trained}
+        by_lattice = {get_phase_entry(name).bravais_lattice: name for name in card.orientation_phases}
         phases = [(c.name, c.name if _is_phase(c.name) else by_lattice[c.name]) for c in card.classes
                   if c.orientation and (_is_phase(c.name) or c.name in by_lattice)]
     targets: dict[str, set[int]] = {}

@@ -222,7 +222,7 @@ def refined_scores(model: EvaluatedModel, data: DataConfig, shard: Shard, split:
     masters = load_masters(data, split_spec(data, split))
     geometry = ebsd_geometry(data)
     scores = {}
-    for name in oriented_phases(model):
+    for name in model.card.orientation_phases:
         rows = np.flatnonzero(shard.usable & (shard.phase == name))
         if not len(rows):
             continue
@@ -238,21 +238,16 @@ def refined_scores(model: EvaluatedModel, data: DataConfig, shard: Shard, split:
     return scores
 
 
-def oriented_phases(model: EvaluatedModel) -> tuple[str, ...]:
-    """The phases whose orientation the model was trained to give."""
-    return tuple(model.card.training.get("data", {}).get("orientation_phases", {}))
-
-
 def _check_refinable(model: EvaluatedModel, blind: bool) -> None:
     """Refinement needs simulated EBSD frames of phases the model orients."""
     name = model.card.name
-    if model.card.kind != "ebsd" or not oriented_phases(model):
+    if model.card.kind != "ebsd" or not model.card.orientation_phases:
         raise EvaluationError(f"--refine: {name} gives no EBSD orientations to refine")
     if model.config.data.source == "folder":
         raise EvaluationError(f"--refine: {name} was trained on imported frames, which have no master patterns "
                               "to refine against")
     if blind:
-        raise EvaluationError(f"--refine: the phases {name} orients ({', '.join(oriented_phases(model))}) are "
+        raise EvaluationError(f"--refine: the phases {name} orients ({', '.join(model.card.orientation_phases)}) are "
                               "test materials; leave out --blind")
 
 
@@ -260,7 +255,7 @@ def lattice_scores(model: EvaluatedModel, shard: Shard, split: str) -> dict:
     """Scores of an EBSD lattice model on the frames of ``shard``, a ``split``."""
     probabilities, rotations, confidence = run_onnx(onnx_session(model.path), shard.frames)
     classes = tuple(model.card.class_names)
-    oriented = oriented_phases(model)
+    oriented = model.card.orientation_phases
     base = score(shard, probabilities, classes=classes)
     usable = shard.usable
     predicted = probabilities.argmax(axis=1)

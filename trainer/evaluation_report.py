@@ -54,7 +54,7 @@ def write_report(result: dict, model: EvaluatedModel, out_dir: str | Path, gradc
     else:
         notes["training_curves"] = "skipped: the model card holds no training history (exported before it did)"
     oriented = [c for c in model.card.classes if c.orientation]
-    phases = list(model.card.training.get("data", {}).get("orientation_phases", {}))
+    phases = model.card.orientation_phases
     if oriented and phases:
         files.append(_ipf_maps(model, phases[0], out_dir / "ipf_maps.png", result))
     else:
