@@ -174,17 +174,15 @@ def refine_scan(source: str | Path, model: str | Path, *, phases: Sequence[tuple
     try:
         for indices, frames in scan.chunks(stop):
             indices = np.asarray(indices, dtype=np.int64)
+            if not len(indices):
+                continue
             frames = np.asarray(frames, dtype=card.input_dtype)
             decoded = decode_outputs(engine.infer(frames), len(frames))
             assembler.place(indices, decoded.class_id, decoded.class_probability, decoded.usable,
                             decoded.rotation_matrices)
             guesses = (np.tile(np.eye(3), (len(frames), 1, 1)) if decoded.rotation_matrices is None
                        else decoded.rotation_matrices)
-            live = assembler.snapshot()
-            result.received[indices] = True
-            result.confidence[indices] = live.confidence.ravel()[indices]
-            result.network_quaternions[indices] = live.quaternions.reshape(-1, 4)[indices]
-            class_id = live.class_id.ravel()[indices]
+            class_id = _live_class_ids(assembler, indices)
             for first in range(0, len(indices), REFINE_BATCH):
                 if stop.is_set():
                     break
@@ -198,7 +196,19 @@ def refine_scan(source: str | Path, model: str | Path, *, phases: Sequence[tuple
         bar.close()
         engine.close()
     result.seconds = time.perf_counter() - began
+    live = assembler.snapshot()
+    result.received[:] = live.received.ravel()
+    result.confidence[:] = live.confidence.ravel()
+    result.network_quaternions[:] = live.quaternions.reshape(-1, 4)
     return result
+
+
+def _live_class_ids(assembler: MapAssembler, indices: np.ndarray) -> np.ndarray:
+    """The live map's class codes at ``indices``, copied from only the rows they span (a
+    whole snapshot per chunk would copy the map once per chunk)."""
+    cols = assembler.scan_shape[1]
+    rows = assembler.snapshot_rows(int(indices.min()) // cols, int(indices.max()) // cols + 1)
+    return rows.class_id.ravel()[indices - rows.first_row * cols]
 
 
 def write_refinement(out_dir: str | Path, result: ScanRefinement, truth: Truth | None = None) -> dict[str, Path]:
