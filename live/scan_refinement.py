@@ -162,8 +162,8 @@ def refine_scan(source: str | Path, model: str | Path, *, phases: Sequence[tuple
     targets = refine_targets(card, phases)
     phase_names = tuple(targets)
     geometry, voltage = _geometry(start.geometry, start.frame_shape, pc, voltage_kv, source)
-    masters = dict(masters or {})
-    unused = [name for name in masters if not _is_phase(name) or get_phase_entry(name).name not in phase_names]
+    masters = {get_phase_entry(name).name if _is_phase(name) else name: path for name, path in (masters or {}).items()}
+    unused = [name for name in masters if name not in phase_names]
     if unused:
         raise RefineError(f"master: {', '.join(unused)} is not among the phases refined ({', '.join(phase_names)})")
     refiners = {name: OrientationRefiner(_master(name, voltage, masters), geometry) for name in phase_names}
@@ -306,10 +306,9 @@ def _geometry(header: Mapping, frame_shape: tuple[int, int], pc: tuple[float, fl
 
 
 def _master(phase: str, voltage_kv: float, files: Mapping[str, str | Path]) -> MasterPattern:
-    """The phase's master pattern: from its EMsoft file where one is given (by any of the
-    phase's catalogue names), else kinematical."""
-    entry = get_phase_entry(phase)
-    path = next((files[name] for name in (entry.name, *entry.aliases) if name in files), None)
+    """The phase's master pattern: from its EMsoft file where ``files`` (by catalogue name)
+    gives one, else kinematical."""
+    path = files.get(phase)
     if path is None:
         return kinematical_master_pattern(phase, voltage_kv)
     return load_emsoft_master_pattern(path, voltage_kv)

@@ -113,7 +113,7 @@ def test_dynamical_patterns_refined_against_every_named_phase(tmp_path: Path) ->
     errors = Orientation(patterns.rotations.data[matched], symmetry=laue).angle_with(
         Orientation(result.quaternions[matched], symmetry=laue), degrees=True)
     assert np.median(errors) < 0.5 and errors.max() < 1.0, errors
-    dynamical = refine_scan(tmp_path / "dynamical.h5", "ebsd-lattice", phases=[(None, "Ni")], masters={"Ni": emsoft},
+    dynamical = refine_scan(tmp_path / "dynamical.h5", "ebsd-lattice", phases=[(None, "Ni")], masters={"ni": emsoft},
                             progress=False)
     same = matched & dynamical.refined & (dynamical.ncc >= MIN_NCC)
     closer = Orientation(patterns.rotations.data[same], symmetry=laue).angle_with(
