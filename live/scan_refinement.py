@@ -1,30 +1,38 @@
 """``diffstream refine``: a scan's orientations refined to a fraction of a degree, after the scan.
 
 The live map shows the network's orientations, which for ``ebsd-lattice`` lie 10-16° from
-the truth as a median: enough to watch grains appear, not for texture or grain-boundary
-analysis. This reads the scan back (a recording, or any EBSD pattern file ``replay``
-reads), runs the model on every frame as the live map did (through a
-:class:`~.map_assembler.MapAssembler`, so classes, confidence and orientations are the live
-map's), and refines the points of each class that names a catalogue phase (or, asked to,
-every point with a pattern against each phase named, keeping the best match) against that
-phase's master pattern (kinematical, or an EMsoft dynamical one given per phase) at the
-scan's detector geometry
-(:class:`~diffstream.trainer.physics.refinement.OrientationRefiner`, kikuchipy). It runs at
-about 15-25 frames/s on 2 CPU cores, so a large map takes hours; Ctrl-C (or SIGTERM) stops it
-after the batch in hand, and the files hold the points refined by then. A model without an
-orientation output can be refined too (``--phases``): every frame then goes through the
-dictionary.
+the truth as a median and for ``sped-orientation`` near 60°: enough to watch grains appear,
+not for texture or grain-boundary analysis. This reads the scan back (a recording, or any
+pattern file ``replay`` reads), runs the model on every frame as the live map did (through
+a :class:`~.map_assembler.MapAssembler`, so classes, confidence and orientations are the
+live map's), and refines the points of each class that names a catalogue phase (or, asked
+to, every point with a pattern against each phase named, keeping the best match):
+
+- EBSD: against that phase's master pattern (kinematical, or an EMsoft dynamical one given
+  per phase) at the scan's detector geometry, from the network's answer
+  (:class:`~diffstream.trainer.physics.refinement.OrientationRefiner`, kikuchipy), about
+  15-25 frames/s on 2 CPU cores. A model without an orientation output can be refined too
+  (``--phases``): every frame then goes through the dictionary.
+- 4D-STEM: by template matching at the scan's calibration, precession and direct-beam
+  position, the network's answer among the candidates
+  (:class:`~diffstream.trainer.physics.sped_indexing.SpedIndexer`), about 10 frames/s.
+
+A large map takes hours either way; Ctrl-C (or SIGTERM) stops it after the batch in hand,
+and the files hold the points refined by then.
 
 The files (each written to a temporary name and renamed, as the live outputs are):
 
 - ``refined.h5``: orix HDF5 ``CrystalMap`` (``orix.io.load``); one phase per refined
   catalogue phase with its real structure, every other point not indexed (-1); props
-  ``ncc`` (the pattern match), ``matched`` (NCC ≥ ``MIN_NCC``), ``from_dictionary``,
-  ``refined`` (0/1 each, as orix stores no booleans), ``confidence`` (the live map's) and
-  ``received``;
-- ``refined.ang``: the same as EDAX TSL .ang (orix, MTEX, OIM), the NCC as its CI column;
-- ``refined_ipf_z.png`` and ``refined_ncc.png``;
-- ``refined.json``: points refined and matched per phase, the rate, whether Ctrl-C cut it
+  ``refined`` (0/1, as orix stores no booleans), ``confidence`` (the live map's),
+  ``received``, and the match: for EBSD ``ncc`` (the pattern match), ``matched`` (NCC ≥
+  ``MIN_NCC``) and ``from_dictionary``; for 4D-STEM ``index`` (the template correlation),
+  ``reliability`` (ASTAR's 0-100 scale), ``reliable`` (≥ ``MIN_RELIABILITY``) and ``ci``
+  (the reliability over 100);
+- ``refined.ang``: the same as EDAX TSL .ang (orix, MTEX, OIM), the NCC (EBSD) or the
+  reliability over 100 (4D-STEM) as its CI column;
+- ``refined_ipf_z.png`` and ``refined_ncc.png`` (EBSD) or ``refined_reliability.png``;
+- ``refined.json``: points refined and trusted per phase, the rate, whether Ctrl-C cut it
   short and, given the simulator's ground truth, the median disorientation of the refined
   and of the network's orientations against it.
 """
@@ -36,6 +44,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import orix.io
@@ -52,6 +61,8 @@ from diffstream.trainer.physics.master_pattern import (
     load_emsoft_master_pattern,
 )
 from diffstream.trainer.physics.refinement import MIN_NCC, OrientationRefiner
+from diffstream.trainer.physics.sped_geometry import SpedGeometry
+from diffstream.trainer.physics.sped_indexing import MIN_RELIABILITY, SpedIndexer
 
 from .decoder import decode_outputs
 from .map_assembler import MapAssembler
@@ -60,9 +71,12 @@ from .map_outputs import write_files
 from .replay import open_source
 from .truth import Truth
 
-FILE_NAMES = {"summary": "refined.json", "h5": "refined.h5", "ang": "refined.ang",
-              "ipf_z": "refined_ipf_z.png", "ncc": "refined_ncc.png"}
-REFINE_BATCH = 256
+FILE_NAMES = {"summary": "refined.json", "h5": "refined.h5", "ang": "refined.ang", "ipf_z": "refined_ipf_z.png"}
+MATCH_FIGURES = {"ebsd": ("ncc", "refined_ncc.png"), "4dstem": ("reliability", "refined_reliability.png")}
+"""Per kind, the prop mapped in the match figure and the figure's file name."""
+DEFAULT_MODELS = {"ebsd": "ebsd-lattice", "4dstem": "sped-orientation"}
+"""The shipped model a scan of each kind is mapped with when none is named."""
+REFINE_BATCH = {"ebsd": 256, "4dstem": 64}
 """Frames refined per call, and between checks for Ctrl-C: about ten seconds of work."""
 
 
@@ -76,12 +90,17 @@ class ScanRefinement:
     refined); ``quaternions`` are orix's (w, x, y, z), refined where ``refined``, else the
     network's; ``network_quaternions`` the live map's."""
 
+    kind: str
     scan_shape: tuple[int, int]
     phases: tuple[str, ...]
     phase_id: np.ndarray
     quaternions: np.ndarray
     network_quaternions: np.ndarray
-    ncc: np.ndarray
+    score: np.ndarray
+    """The match a point keeps when refined against several phases: NCC (EBSD) or the
+    template correlation index (4D-STEM)."""
+    reliability: np.ndarray
+    """4D-STEM: ASTAR's 0-100 reliability (EBSD: 0)."""
     from_dictionary: np.ndarray
     confidence: np.ndarray
     received: np.ndarray
@@ -92,6 +111,13 @@ class ScanRefinement:
     def refined(self) -> np.ndarray:
         return self.phase_id >= 0
 
+    @property
+    def trusted(self) -> np.ndarray:
+        """Refined points whose answer the match vouches for: NCC ≥ ``MIN_NCC`` (EBSD),
+        reliability ≥ ``MIN_RELIABILITY`` (4D-STEM)."""
+        good = self.score >= MIN_NCC if self.kind == "ebsd" else self.reliability >= MIN_RELIABILITY
+        return self.refined & good
+
     def to_crystal_map(self) -> CrystalMap:
         """The refined map in scan steps (a recording holds no step size)."""
         rows, cols = self.scan_shape
@@ -100,13 +126,19 @@ class ScanRefinement:
         return CrystalMap(
             rotations=Rotation(self.quaternions.astype(np.float64)), phase_id=self.phase_id.astype(np.int32),
             x=x.ravel(), y=y.ravel(), phase_list=PhaseList(phases=phases, ids=list(range(len(phases)))),
-            prop={"ncc": np.where(self.refined, self.ncc, -1.0).astype(np.float32),
-                  "matched": (self.refined & (self.ncc >= MIN_NCC)).astype(np.uint8),
-                  "from_dictionary": self.from_dictionary.astype(np.uint8),
+            prop={**self._match_props(),
                   "refined": self.refined.astype(np.uint8),
                   "confidence": self.confidence.astype(np.float32),
                   "received": self.received.astype(np.uint8)},
         )
+
+    def _match_props(self) -> dict[str, np.ndarray]:
+        score = np.where(self.refined, self.score, -1.0).astype(np.float32)
+        trusted = self.trusted.astype(np.uint8)
+        if self.kind == "ebsd":
+            return {"ncc": score, "matched": trusted, "from_dictionary": self.from_dictionary.astype(np.uint8)}
+        reliability = np.where(self.refined, self.reliability, 0.0).astype(np.float32)
+        return {"index": score, "reliability": reliability, "reliable": trusted, "ci": reliability / 100}
 
 
 def refine_targets(card: ModelCard,
@@ -138,37 +170,57 @@ def refine_targets(card: ModelCard,
     return {phase: tuple(sorted(classes)) for phase, classes in targets.items()}
 
 
-def refine_scan(source: str | Path, model: str | Path, *, phases: Sequence[tuple[str | None, str]] | None = None,
+class Matches(NamedTuple):
+    """What refining a batch of frames against one phase gives, whatever the kind."""
+
+    matrices: np.ndarray
+    score: np.ndarray
+    reliability: np.ndarray
+    from_dictionary: np.ndarray
+
+
+Matcher = Callable[[np.ndarray, np.ndarray], Matches]
+"""(frames, the network's (N, 3, 3) orientations) → their refined orientations."""
+
+
+def refine_scan(source: str | Path, model: str | Path | None = None, *,
+                phases: Sequence[tuple[str | None, str]] | None = None,
                 masters: Mapping[str, str | Path] | None = None, pc: tuple[float, float, float] | None = None,
                 voltage_kv: float | None = None, progress: bool = True,
                 stop: threading.Event | None = None) -> ScanRefinement:
     """Refine the first scan of ``source`` (module docstring) with ``model``'s answers as
-    the starting points; ``masters`` (phase → EMsoft master pattern file) replaces the
-    kinematical master pattern of a phase with a dynamical one, as real patterns want; ``pc``
-    and ``voltage_kv`` stand in for what the source does not say.
+    the starting points (by default those of ``DEFAULT_MODELS`` for the scan's kind);
+    ``masters`` (phase → EMsoft master pattern file, EBSD) replaces the kinematical master
+    pattern of a phase with a dynamical one, as real patterns want; ``pc`` (EBSD) and
+    ``voltage_kv`` stand in for what the source does not say.
     Setting ``stop`` ends it after the batch in hand (``interrupted`` tells)."""
     stop = stop or threading.Event()
     scan = next(iter(open_source(source).scans()), None)
     if scan is None:
         raise RefineError(f"{source}: holds no scan")
     start = scan.start
-    engine = create_engine(model)
+    if start.kind not in REFINE_BATCH:
+        raise RefineError(f"{source}: refine needs EBSD or 4D-STEM frames, got {start.kind}")
+    engine = create_engine(model if model is not None else DEFAULT_MODELS[start.kind])
     card = engine.card
-    if start.kind != "ebsd" or card.kind != "ebsd":
-        raise RefineError(f"{source}: refine needs EBSD frames and an EBSD model, got {start.kind} frames and "
-                          f"{card.name} ({card.kind})")
+    if start.kind != card.kind:
+        raise RefineError(f"{source}: refine needs EBSD or 4D-STEM frames and a model of the same kind, got "
+                          f"{start.kind} frames and {card.name} ({card.kind})")
     if start.dtype != card.input_dtype and not np.can_cast(start.dtype, card.input_dtype, "safe"):
         raise RefineError(f"{source}: {start.dtype} frames; {card.name} takes {card.input_dtype}")
     targets = refine_targets(card, phases)
     phase_names = tuple(targets)
-    geometry, voltage = _geometry(start.geometry, start.frame_shape, pc, voltage_kv, source)
-    masters = {get_phase_entry(name).name if _is_phase(name) else name: path for name, path in (masters or {}).items()}
-    unused = [name for name in masters if name not in phase_names]
-    if unused:
-        raise RefineError(f"master: {', '.join(unused)} is not among the phases refined ({', '.join(phase_names)})")
-    refiners = {name: OrientationRefiner(_master(name, voltage, masters), geometry) for name in phase_names}
+    if card.kind == "ebsd":
+        matchers = _ebsd_matchers(phase_names, start.geometry, start.frame_shape, masters, pc, voltage_kv, source)
+    else:
+        if masters or pc is not None:
+            raise RefineError(f"{source}: --master and --pc are for EBSD scans; this is a 4D-STEM scan")
+        geometry = _sped_geometry(start.geometry, start.frame_shape, voltage_kv, source)
+        matchers = {name: _sped_matcher(SpedIndexer(get_phase_entry(name).full_phase(), geometry))
+                    for name in phase_names}
     assembler = MapAssembler(start.scan_shape, card.classes)
-    result = _empty(start.scan_shape, phase_names)
+    result = _empty(card.kind, start.scan_shape, phase_names)
+    batch = REFINE_BATCH[card.kind]
     began = time.perf_counter()
     bar = _progress_bar(start.n_frames, progress)
     try:
@@ -183,11 +235,11 @@ def refine_scan(source: str | Path, model: str | Path, *, phases: Sequence[tuple
             guesses = (np.tile(np.eye(3), (len(frames), 1, 1)) if decoded.rotation_matrices is None
                        else decoded.rotation_matrices)
             class_id = _live_class_ids(assembler, indices)
-            for first in range(0, len(indices), REFINE_BATCH):
+            for first in range(0, len(indices), batch):
                 if stop.is_set():
                     break
-                part = slice(first, first + REFINE_BATCH)
-                _refine_batch(result, refiners, targets, indices[part], frames[part], class_id[part], guesses[part])
+                part = slice(first, first + batch)
+                _refine_batch(result, matchers, targets, indices[part], frames[part], class_id[part], guesses[part])
                 bar.update(len(indices[part]))
             if stop.is_set():
                 result.interrupted = True
@@ -217,30 +269,38 @@ def write_refinement(out_dir: str | Path, result: ScanRefinement, truth: Truth |
     rows, cols = result.scan_shape
     title = f"refined: {rows}×{cols} scan, {int(result.refined.sum()):,} points refined"
     numbers = refinement_summary(result, truth)
+    match_prop, match_figure = MATCH_FIGURES[result.kind]
     writers: dict[str, Callable[[Path], object]] = {
         "summary": lambda path: path.write_text(json.dumps(numbers, indent=2) + "\n"),
         "h5": lambda path: orix.io.save(path, xmap, overwrite=True),
-        "ang": lambda path: orix.io.save(path, xmap, overwrite=True, confidence_index_prop="ncc"),
+        "ang": lambda path: orix.io.save(path, xmap, overwrite=True,
+                                         confidence_index_prop="ncc" if result.kind == "ebsd" else "ci"),
         "ipf_z": lambda path: save_ipf_png(xmap, path, title, "z"),
-        "ncc": lambda path: save_confidence_png(xmap, path, title, prop="ncc"),
+        match_prop: lambda path: save_confidence_png(xmap, path, title, prop=match_prop),
     }
-    return write_files(out_dir, FILE_NAMES, writers)
+    return write_files(out_dir, {**FILE_NAMES, match_prop: match_figure}, writers)
 
 
 def refinement_summary(result: ScanRefinement, truth: Truth | None = None) -> dict:
     """The numbers of ``refined.json``."""
-    refined = result.refined
+    refined, trusted = result.refined, result.trusted
     per_phase = {}
     for index, name in enumerate(result.phases):
         mine = result.phase_id == index
-        per_phase[name] = {"points": int(mine.sum()), "matched": int((mine & (result.ncc >= MIN_NCC)).sum()),
-                           "from_dictionary": int((mine & result.from_dictionary).sum()),
-                           "median_ncc": _median(result.ncc[mine])}
-    summary = {"scan_size": {"rows": result.scan_shape[0], "cols": result.scan_shape[1]},
+        if result.kind == "ebsd":
+            per_phase[name] = {"points": int(mine.sum()), "matched": int((mine & trusted).sum()),
+                               "from_dictionary": int((mine & result.from_dictionary).sum()),
+                               "median_ncc": _median(result.score[mine])}
+        else:
+            per_phase[name] = {"points": int(mine.sum()), "reliable": int((mine & trusted).sum()),
+                               "median_index": _median(result.score[mine]),
+                               "median_reliability": _median(result.reliability[mine])}
+    threshold = {"min_ncc": MIN_NCC} if result.kind == "ebsd" else {"min_reliability": MIN_RELIABILITY}
+    summary = {"kind": result.kind, "scan_size": {"rows": result.scan_shape[0], "cols": result.scan_shape[1]},
                "points_received": int(result.received.sum()), "points_refined": int(refined.sum()),
                "phases": per_phase, "seconds": round(result.seconds, 1),
                "frames_per_second": round(refined.sum() / result.seconds, 1) if result.seconds > 0 else None,
-               "interrupted": result.interrupted, "min_ncc": MIN_NCC}
+               "interrupted": result.interrupted, **threshold}
     if truth is not None:
         summary["truth"] = truth_comparison(result, truth)
     return summary
@@ -271,7 +331,7 @@ def truth_comparison(result: ScanRefinement, truth: Truth) -> dict:
             "network_median_disorientation_deg": _median(np.concatenate(network_angles)) if compared else None}
 
 
-def _refine_batch(result: ScanRefinement, refiners: Mapping[str, OrientationRefiner],
+def _refine_batch(result: ScanRefinement, matchers: Mapping[str, Matcher],
                   targets: Mapping[str, tuple[int, ...]], indices: np.ndarray, frames: np.ndarray,
                   class_id: np.ndarray, matrices: np.ndarray) -> None:
     """Refine the frames of one batch against each phase their class is refined against; a
@@ -280,19 +340,63 @@ def _refine_batch(result: ScanRefinement, refiners: Mapping[str, OrientationRefi
         rows = np.flatnonzero(np.isin(class_id, classes))
         if not len(rows):
             continue
-        refined = refiners[name].refine(frames[rows], matrices[rows])
+        found = matchers[name](frames[rows], matrices[rows])
         points = indices[rows]
-        better = (result.phase_id[points] < 0) | (refined.ncc > result.ncc[points])
+        better = (result.phase_id[points] < 0) | (found.score > result.score[points])
         points = points[better]
         result.phase_id[points] = result.phases.index(name)
-        result.quaternions[points] = Rotation.from_matrix(refined.matrices[better]).data
-        result.ncc[points] = refined.ncc[better]
-        result.from_dictionary[points] = refined.from_dictionary[better]
+        result.quaternions[points] = Rotation.from_matrix(found.matrices[better]).data
+        result.score[points] = found.score[better]
+        result.reliability[points] = found.reliability[better]
+        result.from_dictionary[points] = found.from_dictionary[better]
+
+
+def _ebsd_matchers(phase_names: tuple[str, ...], header: Mapping, frame_shape: tuple[int, int],
+                   masters: Mapping[str, str | Path] | None, pc: tuple[float, float, float] | None,
+                   voltage_kv: float | None, source: str | Path) -> dict[str, Matcher]:
+    """One master-pattern refiner per phase, at the scan's detector geometry."""
+    geometry, voltage = _geometry(header, frame_shape, pc, voltage_kv, source)
+    masters = {get_phase_entry(name).name if _is_phase(name) else name: path for name, path in (masters or {}).items()}
+    unused = [name for name in masters if name not in phase_names]
+    if unused:
+        raise RefineError(f"master: {', '.join(unused)} is not among the phases refined ({', '.join(phase_names)})")
+
+    def matcher(refiner: OrientationRefiner) -> Matcher:
+        def match(frames: np.ndarray, guesses: np.ndarray) -> Matches:
+            refined = refiner.refine(frames, guesses)
+            return Matches(refined.matrices, refined.ncc, np.zeros(len(frames)), refined.from_dictionary)
+        return match
+
+    return {name: matcher(OrientationRefiner(_master(name, voltage, masters), geometry)) for name in phase_names}
+
+
+def _sped_matcher(indexer: SpedIndexer) -> Matcher:
+    def match(frames: np.ndarray, guesses: np.ndarray) -> Matches:
+        indexed = indexer.index(frames, guesses)
+        return Matches(indexed.matrices, indexed.index, indexed.reliability, np.zeros(len(frames), dtype=bool))
+    return match
+
+
+def _sped_geometry(header: Mapping, frame_shape: tuple[int, int], voltage_kv: float | None,
+                   source: str | Path) -> SpedGeometry:
+    """The 4D-STEM geometry of the scan_start ``header`` (keys of
+    ``scan_render.sped_geometry_header``), ``voltage_kv`` taking precedence; the probe and
+    precession default to ``SpedGeometry``'s where the header is silent."""
+    voltage = voltage_kv if voltage_kv is not None else header.get("voltage_kv")
+    if voltage is None:
+        raise RefineError(f"{source}: gives no beam voltage; pass --voltage KV")
+    if header.get("calibration") is None:
+        raise RefineError(f"{source}: gives no calibration (Å⁻¹ per pixel) of its diffraction axes, which "
+                          "template matching needs")
+    beam = header.get("direct_beam_px")
+    optional = {key: float(header[key]) for key in ("precession_deg", "semi_convergence_mrad") if key in header}
+    return SpedGeometry(voltage_kv=float(voltage), calibration=float(header["calibration"]),
+                        shape=tuple(frame_shape), direct_beam_px=None if beam is None else tuple(beam), **optional)
 
 
 def _geometry(header: Mapping, frame_shape: tuple[int, int], pc: tuple[float, float, float] | None,
               voltage_kv: float | None, source: str | Path) -> tuple[EBSDGeometry, float]:
-    """The detector geometry and beam voltage of the scan_start ``header`` (keys of
+    """The EBSD detector geometry and beam voltage of the scan_start ``header`` (keys of
     ``scan_render.ebsd_geometry_header``), ``pc`` and ``voltage_kv`` taking precedence."""
     pc = pc if pc is not None else header.get("pc")
     voltage = voltage_kv if voltage_kv is not None else header.get("voltage_kv")
@@ -314,12 +418,13 @@ def _master(phase: str, voltage_kv: float, files: Mapping[str, str | Path]) -> M
     return load_emsoft_master_pattern(path, voltage_kv)
 
 
-def _empty(scan_shape: tuple[int, int], phases: tuple[str, ...]) -> ScanRefinement:
+def _empty(kind: str, scan_shape: tuple[int, int], phases: tuple[str, ...]) -> ScanRefinement:
     n = scan_shape[0] * scan_shape[1]
     identity = np.tile([1.0, 0.0, 0.0, 0.0], (n, 1))
-    return ScanRefinement(scan_shape=tuple(scan_shape), phases=phases, phase_id=np.full(n, -1, dtype=np.int32),
-                          quaternions=identity.copy(), network_quaternions=identity.copy(),
-                          ncc=np.zeros(n, dtype=np.float32), from_dictionary=np.zeros(n, dtype=bool),
+    return ScanRefinement(kind=kind, scan_shape=tuple(scan_shape), phases=phases,
+                          phase_id=np.full(n, -1, dtype=np.int32), quaternions=identity.copy(),
+                          network_quaternions=identity.copy(), score=np.zeros(n, dtype=np.float32),
+                          reliability=np.zeros(n, dtype=np.float32), from_dictionary=np.zeros(n, dtype=bool),
                           confidence=np.zeros(n, dtype=np.float32), received=np.zeros(n, dtype=bool))
 
 

@@ -22,10 +22,13 @@ data regenerated from the training config stored in its card with the data seed 
 - The voltage study (``evaluate_voltage``): the test or blind set at a series of beam
   voltages, which scale every band's width: whether the model has learnt lattices or its
   training materials' band widths.
-- Refinement (``refine=True``, EBSD models with oriented phases): the oriented phases'
-  disorientation again after each frame's orientation is refined against its phase's master
-  pattern from the network's answer (``physics.refinement``): what diffstream's orientations
-  reach when pattern matching finishes what the network starts.
+- Refinement (``refine=True``): what diffstream's orientations reach when pattern matching
+  finishes what the network starts. EBSD models with oriented phases: each frame's
+  orientation refined against its phase's master pattern from the network's answer
+  (``physics.refinement``). 4D-STEM models: each frame indexed by template matching
+  (``physics.sped_indexing``), the network's answer among the candidates, scored as the
+  network is, and again over the frames whose reliability reaches ``MIN_RELIABILITY``, as
+  paper 2 kept only reliably indexed frames.
 """
 from __future__ import annotations
 
@@ -53,12 +56,14 @@ from .datasets import (
     split_spec,
     synthesize_shard,
 )
+from .datasets.sped_synthesis import sped_geometry
 from .datasets.store import ebsd_geometry, load_masters, shard_plans
 from .export import onnx_session, run_onnx
 from .orientation import disorientation_deg, indexed_euler, laue_operators, nearest_operator, quaternions_to_matrices
 from .physics.catalogue import get_phase_entry
 from .physics.master_pattern import VOLTAGE_RANGE_KV
 from .physics.refinement import OrientationRefiner
+from .physics.sped_indexing import MIN_RELIABILITY, SpedIndexer
 
 EVALUATION_SEED_OFFSET = 1000
 """Added to the config's data seed: the splits of a seed are disjoint draws, so seed + 1000
@@ -127,7 +132,7 @@ def evaluate_model(spec: str | Path, blind: bool = False, frames: int | None = N
                                   f"{', '.join(model.card.class_names)}; it has no blind materials")
         data = dataclasses.replace(model.config.data, seed=model.config.data.seed + EVALUATION_SEED_OFFSET,
                                    patterns=round(n / SPED_SPLIT["test"]))
-        result = evaluate_sped(model.path, data, "test")
+        result = evaluate_sped(model.path, data, "test", refine=refine)
     elif model.card.kind == "ebsd":
         data = dataclasses.replace(model.config.data, seed=model.config.data.seed + EVALUATION_SEED_OFFSET,
                                    test_patterns_per_phase=n)
@@ -238,14 +243,43 @@ def refined_scores(model: EvaluatedModel, data: DataConfig, shard: Shard, split:
     return scores
 
 
+def indexed_scores(data: DataConfig, shard: Shard, rotations: np.ndarray) -> dict:
+    """Per 4D-STEM phase: the disorientation and paper 2's Euler scores of the orientations
+    template matching gives (``physics.sped_indexing``, the network's answers among the
+    candidates), the share of frames whose reliability reaches ``MIN_RELIABILITY`` with their
+    own disorientation statistics, and the rate on this machine, the template bank included."""
+    geometry = sped_geometry(tuple(data.frame_shape), data.voltage_kv)
+    scores = {}
+    for name in dict.fromkeys(shard.phase[shard.usable].tolist()):
+        rows = np.flatnonzero(shard.usable & (shard.phase == name))
+        entry = get_phase_entry(name)
+        start = time.perf_counter()
+        indexed = SpedIndexer(entry.full_phase(), geometry).index(shard.frames[rows], guesses=rotations[rows])
+        seconds = time.perf_counter() - start
+        truth = shard.quaternions[rows]
+        kept = indexed.reliable()
+        scores[name] = {**_orientation_scores(indexed.matrices, truth, entry.point_group),
+                        "frames_per_second": round(len(rows) / seconds, 1),
+                        "reliable": {"share": _mean(kept), "min_reliability": MIN_RELIABILITY,
+                                     **(_orientation_scores(indexed.matrices[kept], truth[kept], entry.point_group)
+                                        if kept.any() else {"frames": 0})}}
+    return scores
+
+
+def _orientation_scores(predicted: np.ndarray, quaternions: np.ndarray, point_group: str) -> dict:
+    """The disorientation statistics and paper 2's Euler scores of one set of answers."""
+    return {**disorientation_stats(predicted, quaternions, point_group),
+            **euler_scores(predicted, quaternions, point_group)}
+
+
 def _check_refinable(model: EvaluatedModel, blind: bool) -> None:
-    """Refinement needs simulated EBSD frames of phases the model orients."""
+    """Refinement needs simulated frames of phases the model orients."""
     name = model.card.name
-    if model.card.kind != "ebsd" or not model.card.orientation_phases:
-        raise EvaluationError(f"--refine: {name} gives no EBSD orientations to refine")
+    if not model.card.orientation_phases:
+        raise EvaluationError(f"--refine: {name} gives no orientations to refine")
     if model.config.data.source == "folder":
-        raise EvaluationError(f"--refine: {name} was trained on imported frames, which have no master patterns "
-                              "to refine against")
+        raise EvaluationError(f"--refine: {name} was trained on imported frames, which have no simulated "
+                              "patterns to refine against")
     if blind:
         raise EvaluationError(f"--refine: the phases {name} orients ({', '.join(model.card.orientation_phases)}) are "
                               "test materials; leave out --blind")
@@ -284,9 +318,10 @@ def lattice_scores(model: EvaluatedModel, shard: Shard, split: str) -> dict:
     return result
 
 
-def evaluate_sped(path: str | Path, data: DataConfig, split: str) -> dict:
+def evaluate_sped(path: str | Path, data: DataConfig, split: str, refine: bool = False) -> dict:
     """Scores of a 4D-STEM orientation model on ``split`` of ``data`` (its frames with a
-    pattern; those without score the confidence)."""
+    pattern; those without score the confidence), with ``refine`` also after template
+    matching (``indexed_scores``)."""
     shard = load_split(data, split, progress=False)
     _, rotations, confidence = run_onnx(onnx_session(path), shard.frames)
     usable = shard.usable
@@ -295,8 +330,7 @@ def evaluate_sped(path: str | Path, data: DataConfig, split: str) -> dict:
     for name in dict.fromkeys(shard.phase[usable].tolist()):
         rows = np.flatnonzero(usable & (shard.phase == name))
         group = get_phase_entry(name).point_group
-        per_phase[name] = {**disorientation_stats(rotations[rows], shard.quaternions[rows], group),
-                           **euler_scores(rotations[rows], shard.quaternions[rows], group)}
+        per_phase[name] = _orientation_scores(rotations[rows], shard.quaternions[rows], group)
     first = per_phase[next(iter(per_phase))]
     result.update({
         "median_disorientation_deg": first["median"],
@@ -308,6 +342,8 @@ def evaluate_sped(path: str | Path, data: DataConfig, split: str) -> dict:
     })
     if usable.any() and (~usable).any():
         result["confidence_accuracy"] = _mean((confidence > 0.5) == usable)
+    if refine:
+        result["refined_disorientation_deg"] = indexed_scores(data, shard, rotations)
     return result
 
 

@@ -26,8 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "models the disorientation and paper 2's MAE, MSE and R² on Euler angles. --dose-sweep or --doses: the "
             "same test frames at a series of camera doses instead; --voltage-sweep or --voltages: the test (or "
             "--blind) frames at a series of beam voltages, which scale the band widths (EBSD lattice models). "
-            "--refine: also the oriented phases' disorientation after refining each frame's orientation against "
-            "its master pattern (kikuchipy), from the network's answer."
+            "--refine: also the oriented phases' disorientation after pattern matching finishes what the network "
+            "starts: EBSD frames refined against their master patterns (kikuchipy) from the network's answer, "
+            "4D-STEM frames indexed by template matching with the network's answer among the candidates."
         ),
     )
     parser.add_argument("--model", required=True,
@@ -50,9 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--voltages", metavar="LIST",
                         help="the voltage study at these beam voltages, comma-separated kV (e.g. 10,20,30)")
     parser.add_argument("--refine", action="store_true",
-                        help="also refine the oriented phases' orientations against their master patterns "
-                             "(pattern matching from the network's answer) and score them (EBSD models; "
-                             "about 15 frames/s on 2 CPU cores)")
+                        help="also score the orientations pattern matching gives: EBSD frames refined against "
+                             "their master patterns from the network's answer (about 15 frames/s on 2 CPU cores), "
+                             "4D-STEM frames indexed by template matching (about 10 frames/s)")
     parser.add_argument("--gradcam", action="store_true",
                         help="with --report, also write gradcam.png: Grad-CAM maps over a few test frames per class "
                              "(EBSD lattice models; from the .pt2 beside the model, or --checkpoint)")
@@ -147,6 +148,13 @@ def _values(listed: str | None, defaults: tuple[float, ...], name: str, example:
     return values
 
 
+def _euler_lines(scores: dict, indent: str = "  ") -> list[str]:
+    """Paper 2's Euler-angle scores, against the nearest equivalent and as predicted."""
+    labels = (("euler", "nearest equivalent"), ("euler_raw", "as predicted"))
+    return [f"{indent}Euler angles ({label}): MAE {scores[key]['mae_deg']}°, MSE {scores[key]['mse_deg2']}°², "
+            f"R² {scores[key]['r2']}" for key, label in labels]
+
+
 def _sweep_table(result: dict) -> str:
     """One row per dose or voltage: accuracy and each oriented phase's median disorientation."""
     from diffstream.trainer.evaluation import SWEEPS
@@ -188,9 +196,17 @@ def _summary(result: dict) -> str:
     if "median_disorientation_deg" in result:
         lines.append(f"  disorientation: median {result['median_disorientation_deg']}°, "
                      f"mean {result['mean_disorientation_deg']}°, 95th percentile {result['p95_disorientation_deg']}°")
-        for key, label in (("euler", "nearest equivalent"), ("euler_raw", "as predicted")):
-            e = result[key]
-            lines.append(f"  Euler angles ({label}): MAE {e['mae_deg']}°, MSE {e['mse_deg2']}°², R² {e['r2']}")
+        lines += _euler_lines(result)
+        for name, stats in result.get("refined_disorientation_deg", {}).items():
+            lines.append(f"  {name} template matching: median {stats['median']}°, mean {stats['mean']}°, "
+                         f"95th percentile {stats['p95']}°, {stats['frames_per_second']} frames/s")
+            lines += _euler_lines(stats, "    ")
+            kept = stats["reliable"]
+            lines.append(f"    reliable (reliability ≥ {kept['min_reliability']:g}): {kept['share']:.1%} of frames"
+                         + (f", median {kept['median']}°, mean {kept['mean']}°, 95th percentile {kept['p95']}°"
+                            if kept["frames"] else ""))
+            if kept["frames"]:
+                lines += _euler_lines(kept, "      ")
     if "report" in result:
         lines.append(f"  report: {', '.join(result['report']['files'])}")
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""``diffstream refine``: a recorded scan's orientations refined against master patterns.
+"""``diffstream refine``: a recorded scan's orientations refined by pattern matching.
 
 The work is in ``diffstream.live.scan_refinement`` (imported inside the handler: kikuchipy
 and the engines are slow to import, and ``--help`` should not wait for them).
@@ -12,34 +12,36 @@ from pathlib import Path
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "refine",
-        help="refine a recorded EBSD scan's orientations against master patterns (sub-degree, after the scan)",
+        help="refine a recorded scan's orientations by pattern matching (sub-degree, after the scan)",
         description=(
-            "Read an EBSD scan back (a recording of `diffstream record` or `live --record`, or a pattern file "
+            "Read a scan back (a recording of `diffstream record` or `live --record`, or a pattern file "
             "`diffstream replay` reads), run the model on every frame as the live map did, and refine the "
             "orientation of each point whose class names a phase (or of every point with a pattern, against the "
-            "phases --phases names) against that phase's kinematical master pattern "
-            "at the scan's detector geometry (kikuchipy: NCC refinement from the network's answer, dictionary "
-            "indexing where that fails). Writes refined.h5 (orix CrystalMap), refined.ang (NCC as CI), "
-            "refined_ipf_z.png, refined_ncc.png and refined.json. About 15-25 frames/s on 2 CPU cores; Ctrl-C "
-            "stops and writes the points refined so far."
+            "phases --phases names). EBSD: against that phase's kinematical master pattern at the scan's detector "
+            "geometry (kikuchipy: NCC refinement from the network's answer, dictionary indexing where that "
+            "fails), about 15-25 frames/s on 2 CPU cores. 4D-STEM: template matching at the scan's calibration, "
+            "the network's answer among the candidates, about 10 frames/s. Writes refined.h5 (orix CrystalMap), "
+            "refined.ang, refined_ipf_z.png, refined_ncc.png (EBSD) or refined_reliability.png (4D-STEM) and "
+            "refined.json. Ctrl-C stops and writes the points refined so far."
         ),
     )
-    parser.add_argument("source", type=Path, help="recording (.h5) or EBSD pattern file")
-    parser.add_argument("--model", default="ebsd-lattice", metavar="NAME|PATH",
-                        help="a shipped model's name or an .onnx file (default ebsd-lattice)")
+    parser.add_argument("source", type=Path, help="recording (.h5), EBSD or 4D-STEM pattern file")
+    parser.add_argument("--model", metavar="NAME|PATH",
+                        help="a shipped model's name or an .onnx file (default ebsd-lattice for an EBSD scan, "
+                             "sped-orientation for a 4D-STEM one)")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the refined map")
     parser.add_argument("--phases", metavar="[CLASS=]PHASE,...",
                         help="what to refine against: CLASS=PHASE refines the points of that class against the "
                              "catalogue phase; a bare PHASE refines every point with a pattern against it, and a "
                              "point refined against several phases keeps its best match (for patterns the network "
                              "classes poorly). Default: the phases the model's orientation output was trained on, "
-                             "e.g. cF=Ni,cI=Fe,hP=Ti for ebsd-lattice")
+                             "e.g. cF=Ni,cI=Fe,hP=Ti for ebsd-lattice, LiNiO2 for sped-orientation")
     parser.add_argument("--master", metavar="PHASE=FILE,...",
-                        help="refine these phases against EMsoft (dynamical) master pattern files instead of the "
+                        help="EBSD: refine these phases against EMsoft (dynamical) master pattern files instead of the "
                              "catalogue's kinematical ones, as real patterns want; the file must hold the scan's "
                              "beam energy")
     parser.add_argument("--pc", type=float, nargs=3, metavar=("X", "Y", "Z"),
-                        help="pattern centre (Bruker convention) when the source gives none, or to override it")
+                        help="EBSD: pattern centre (Bruker convention) when the source gives none, or to override it")
     parser.add_argument("--voltage", type=float, metavar="KV", help="beam voltage when the source gives none")
     parser.add_argument("--truth", type=Path, metavar="FILE",
                         help="the simulator's ground truth (detector-sim --truth): report the refined and the "

@@ -65,21 +65,29 @@ def simulate_sped_patterns(
     return SpedPatternSet(patterns, rotations, phase_obj, geometry, settings)
 
 
-def write_hspy(pattern_set: SpedPatternSet, path: str | Path) -> Path:
-    """Write a HyperSpy ``.hspy`` file (see the module docstring for its layout)."""
+def write_hspy(pattern_set: SpedPatternSet, path: str | Path, scan_shape: tuple[int, int] | None = None) -> Path:
+    """Write a HyperSpy ``.hspy`` file (see the module docstring for its layout); with
+    ``scan_shape`` (rows, cols) the patterns, in row-major order, form a 4D-STEM scan grid
+    instead of a list."""
     import hyperspy.api as hs
 
     path = Path(path)
     if path.suffix.lower() != ".hspy":
         raise PhysicsInputError(f"out: {path} must end in .hspy for 4D-STEM patterns (HyperSpy)")
+    n = len(pattern_set.patterns)
+    if scan_shape is not None and (len(scan_shape) != 2 or scan_shape[0] * scan_shape[1] != n):
+        raise PhysicsInputError(f"scan_shape: {scan_shape} does not hold {n} patterns")
     geometry = pattern_set.geometry
     rows, cols = geometry.shape
     x0, y0 = geometry.centre
     step = geometry.calibration
+    navigation = ([{"size": n, "name": "pattern", "navigate": True}] if scan_shape is None else
+                  [{"size": scan_shape[0], "name": "y", "navigate": True},
+                   {"size": scan_shape[1], "name": "x", "navigate": True}])
     signal = hs.signals.Signal2D(
-        pattern_set.patterns,
+        pattern_set.patterns.reshape(*(scan_shape or (n,)), rows, cols),
         axes=[
-            {"size": len(pattern_set.patterns), "name": "pattern", "navigate": True},
+            *navigation,
             {"size": rows, "name": "ky", "units": "1/Å", "scale": step, "offset": -y0 * step},
             {"size": cols, "name": "kx", "units": "1/Å", "scale": step, "offset": -x0 * step},
         ],
