@@ -82,6 +82,13 @@ class DataConfig:
     one voltage learns its materials' exact band widths (``ebsd-lattice`` trained at 20 kV
     only was right on 96 % of Ta frames at 20 kV and 24 % at 10 kV); () trains at
     ``voltage_kv`` only."""
+    band_jitter: float = 0.0
+    """EBSD only: above 0, the training and validation master patterns at every voltage of
+    ``train_voltages_kv`` but ``voltage_kv`` have each band family's strength scaled by a
+    log-normal factor (this the σ of its logarithm, drawn anew per material and voltage:
+    ``physics.master_pattern.band_family_scales``), so that a lattice is learnt from band
+    geometry, not from two materials' band strengths; at ``voltage_kv``, where test, blind and
+    demo frames are made, training sees each material as simulated."""
     high_res_fraction: float = 0.2
     """Share of training frames from a high-dose, low-contrast camera instead of the fast one."""
     master_half_size: int = 400
@@ -265,6 +272,12 @@ def _check(section: Any, where: str) -> None:
                           f"source = \"simulated\")")
     if any(isinstance(kv, bool) or not isinstance(kv, (int, float)) for kv in voltages):
         raise ConfigError(f"{where}: train_voltages_kv must be a list of beam voltages in kV, got {list(voltages)!r}")
+    jitter = getattr(section, "band_jitter", 0.0)
+    if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or not 0.0 <= jitter <= 2.0:
+        raise ConfigError(f"{where}: band_jitter must be a number in [0, 2] (σ of the log factor), got {jitter!r}")
+    if jitter and not (kind == "ebsd" and section.source == "simulated" and set(voltages) - {section.voltage_kv}):
+        raise ConfigError(f"{where}: band_jitter varies simulated EBSD training frames at the train_voltages_kv "
+                          f"other than voltage_kv; set those (kind = \"ebsd\", source = \"simulated\")")
     source = getattr(section, "source", "simulated")
     if source not in DATA_SOURCES:
         raise ConfigError(f"{where}: source must be one of {', '.join(DATA_SOURCES)}, got {source!r}")

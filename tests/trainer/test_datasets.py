@@ -22,7 +22,7 @@ from diffstream.trainer.datasets import (
     synthesize_shard,
     training_materials,
 )
-from diffstream.trainer.datasets.store import shard_plans, split_key, split_voltages
+from diffstream.trainer.datasets.store import master_settings, shard_plans, split_key, split_voltages
 from diffstream.trainer.physics.catalogue import catalogue, get_phase_entry
 from diffstream.trainer.physics.ebsd_projection import synthetic_master_pattern
 from diffstream.trainer.physics.master_pattern import kinematical_master_pattern
@@ -177,6 +177,22 @@ def test_training_voltages_apply_to_train_and_val_only() -> None:
     for split in ("train", "val"):
         assert split_key(data, split_spec(data, split)) != split_key(TINY, split_spec(TINY, split))
     assert split_key(data, split_spec(data, "blind")) == split_key(TINY, split_spec(TINY, "blind"))
+
+
+def test_band_jitter_applies_to_training_voltages_away_from_the_nominal_one() -> None:
+    """Test, blind and demo frames are made at voltage_kv from the simulated master patterns,
+    and training must see them too; elsewhere each (material, voltage) has its own seed."""
+    data = dataclasses.replace(TINY, train_voltages_kv=(15.0, 20.0, 25.0), band_jitter=0.5)
+    assert master_settings(data, "train", "Ni", 20.0) == {"half_size": data.master_half_size}
+    jittered = [master_settings(data, split, name, kv) for split in ("train", "val")
+                for name in ("Ni", "Al") for kv in (15.0, 25.0)]
+    assert all(s["band_jitter"] == 0.5 for s in jittered)
+    assert len({s["band_jitter_seed"] for s in jittered}) == 4
+    for split in ("test", "blind", "demo"):
+        assert master_settings(data, split, "Ni", 15.0) == {"half_size": data.master_half_size}
+    plain = dataclasses.replace(data, band_jitter=0.0)
+    assert split_key(data, split_spec(data, "train")) != split_key(plain, split_spec(plain, "train"))
+    assert split_key(data, split_spec(data, "test")) == split_key(plain, split_spec(plain, "test"))
 
 
 @pytest.mark.parametrize("split", ["val", "test", "blind", "demo"])

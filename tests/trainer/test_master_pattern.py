@@ -18,6 +18,7 @@ from diffstream.trainer.physics.ebsd_projection import sample_master_pattern
 from diffstream.trainer.physics.errors import PhysicsInputError
 from diffstream.trainer.physics.master_pattern import (
     MasterPattern,
+    band_family_scales,
     kinematical_master_pattern,
     kinematical_reflectors,
     load_emsoft_master_pattern,
@@ -117,6 +118,51 @@ def test_simulation_is_deterministic(ni, tmp_path):
 def test_every_setting_changes_the_key(change):
     base = {"phase": "Ni", "voltage_kv": 20.0, **SMALL}
     assert master_pattern_cache_key(**{**base, **change}) != master_pattern_cache_key(**base)
+
+
+def test_band_jitter_scales_whole_families_and_keeps_the_bands():
+    """Every Laue equivalent of a band must get the same factor (or the master pattern loses
+    its symmetry), the set of bands must not change, and the families must differ."""
+    plain = kinematical_reflectors(get_phase_entry("TiC").phase(), 20.0, min_dspacing=0.8)
+    jittered = kinematical_reflectors(get_phase_entry("TiC").phase(), 20.0, min_dspacing=0.8,
+                                      band_jitter=0.5, band_jitter_seed=7)
+    assert np.array_equal(plain.hkl, jittered.hkl)
+    ratio = np.abs(jittered.structure_factor) / np.abs(plain.structure_factor)
+    families: dict[tuple[int, ...], float] = {}
+    for hkl, r in zip(np.rint(np.abs(plain.hkl)).astype(int), ratio):
+        family = tuple(sorted(hkl))
+        assert families.setdefault(family, r) == pytest.approx(r, rel=1e-9), family
+    # in a cubic rock salt, |g| and |F| depend on h² + k² + l² only: {333} and {511} share a factor
+    shells = {sum(i * i for i in family) for family in families}
+    assert len(shells) > 5 and len(set(np.round(list(families.values()), 6))) == len(shells)
+    assert np.ptp(np.log(list(families.values()))) > 0.5
+
+
+def test_band_jitter_is_seeded_and_log_normal():
+    hkl = np.array([[h, 0, 0] for h in range(1, 2001)])
+    factors = np.arange(1, 2001, dtype=complex)
+    basis = np.eye(3) / 4.0
+    scales = band_family_scales(hkl, factors, basis, 0.5, seed=3)
+    assert np.array_equal(scales, band_family_scales(hkl, factors, basis, 0.5, seed=3))
+    assert not np.allclose(scales, band_family_scales(hkl, factors, basis, 0.5, seed=4))
+    assert np.std(np.log(scales)) == pytest.approx(0.5, abs=0.03)
+    assert abs(np.median(np.log(scales))) < 0.05
+
+
+def test_band_jitter_has_its_own_cache_entry_and_leaves_others_alone(ni, cache):
+    """Unjittered keys must not move (they name every cached master pattern); a jittered
+    master pattern is another picture of the same bands, made once per seed."""
+    assert master_pattern_cache_key("Ni", 20.0, band_jitter=0.0, band_jitter_seed=9, **SMALL) == \
+        master_pattern_cache_key("Ni", 20.0, **SMALL)
+    jittered = kinematical_master_pattern("Ni", 20.0, cache_dir=cache, band_jitter=0.5, band_jitter_seed=9, **SMALL)
+    keys = {master_pattern_cache_key("Ni", 20.0, band_jitter=0.5, band_jitter_seed=seed, **SMALL) for seed in (9, 10)}
+    assert len(keys | {master_pattern_cache_key("Ni", 20.0, **SMALL)}) == 3
+    assert "band jitter 0.5" in jittered.source and ni.source == "kinematical"
+    correlation = np.corrcoef(ni.hemispheres.ravel(), jittered.hemispheres.ravel())[0, 1]
+    assert 0.3 < correlation < 0.995
+    assert np.allclose(jittered.upper, jittered.upper.T, atol=1e-3 * jittered.upper.max())
+    with pytest.raises(PhysicsInputError, match="band_jitter"):
+        master_pattern_cache_key("Ni", 20.0, band_jitter=3.0, **SMALL)
 
 
 def test_key_depends_on_structure_not_on_how_it_is_given():

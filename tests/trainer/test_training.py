@@ -59,6 +59,10 @@ def test_config_errors_name_the_field() -> None:
         parse_config({"name": "x", "data": {"kind": "4dstem", "patterns": 10, "train_voltages_kv": [15, 25]}})
     with pytest.raises(ConfigError, match="train_voltages_kv must be a list"):
         parse_config({"name": "x", "data": {"train_voltages_kv": ["20"]}})
+    with pytest.raises(ConfigError, match="band_jitter varies simulated EBSD training frames"):
+        parse_config({"name": "x", "data": {"band_jitter": 0.5, "train_voltages_kv": [20.0]}})
+    with pytest.raises(ConfigError, match="band_jitter must be a number in"):
+        parse_config({"name": "x", "data": {"band_jitter": -1, "train_voltages_kv": [15, 25]}})
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +91,7 @@ def test_export_of_the_quick_checkpoint(quick_run: Path, tmp_path: Path, capsys:
     assert {c.name: c.point_group for c in card.classes}["hR"] == "-3m"
     assert card.training["seed"] == {"data": 1, "train": 1}
     assert card.training["data"]["geometry"]["train_voltages_kv"] == [10.0, 15.0, 20.0, 25.0, 30.0]
+    assert card.training["data"]["band_jitter"] == 0.0
     assert set(card.metrics) >= {"validation", "test", "blind", "demo", "onnxruntime_cpu"}
 
 

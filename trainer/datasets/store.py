@@ -202,7 +202,7 @@ def split_key(data: DataConfig, spec: SplitSpec) -> str:
         settings.update(
             pattern_centre=list(data.pattern_centre), sample_tilt=data.sample_tilt, detector_tilt=data.detector_tilt,
             high_res_fraction=data.high_res_fraction,
-            masters=[master_pattern_cache_key(name, kv, half_size=data.master_half_size)
+            masters=[master_pattern_cache_key(name, kv, **master_settings(data, spec.name, name, kv))
                      for name in spec.phases for kv in voltages])
     text = json.dumps(settings, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:20]
@@ -254,9 +254,20 @@ def split_voltages(data: DataConfig, split: str) -> tuple[float, ...]:
     return (data.voltage_kv,)
 
 
+def master_settings(data: DataConfig, split: str, phase: str, voltage_kv: float) -> dict:
+    """The keyword arguments of the master pattern a split's frames of ``phase`` at
+    ``voltage_kv`` come from: band-jittered for training and validation away from the nominal
+    voltage (``DataConfig.band_jitter``), with a seed of its own per (material, voltage)."""
+    settings = {"half_size": data.master_half_size}
+    if data.band_jitter and split in ("train", "val") and voltage_kv != data.voltage_kv:
+        seed = zlib.crc32(f"{phase}|{voltage_kv:g}|{data.seed}".encode())
+        settings.update(band_jitter=data.band_jitter, band_jitter_seed=seed)
+    return settings
+
+
 def load_masters(data: DataConfig, spec: SplitSpec) -> dict[tuple[str, float], MasterPattern]:
     """The master pattern of every (phase, voltage) a split's frames are projected from."""
-    return {(name, kv): kinematical_master_pattern(name, kv, half_size=data.master_half_size)
+    return {(name, kv): kinematical_master_pattern(name, kv, **master_settings(data, spec.name, name, kv))
             for name in spec.phases for kv in split_voltages(data, spec.name)}
 
 
