@@ -89,6 +89,12 @@ class DataConfig:
     ``physics.master_pattern.band_family_scales``), so that a lattice is learnt from band
     geometry, not from two materials' band strengths; at ``voltage_kv``, where test, blind and
     demo frames are made, training sees each material as simulated."""
+    dynamical_contrast: bool = False
+    """EBSD only: the training and validation master patterns at every voltage of
+    ``train_voltages_kv`` but ``voltage_kv`` are re-rendered with zone axes clipped (at a
+    random 93rd-100th percentile) and band edges sharpened (a random gain of 1-5), drawn per
+    material and voltage (``physics.master_pattern.dynamical_contrast``), so that the network
+    meets band profiles closer to real, dynamical patterns than the kinematical ones alone."""
     high_res_fraction: float = 0.2
     """Share of training frames from a high-dose, low-contrast camera instead of the fast one."""
     master_half_size: int = 400
@@ -275,9 +281,13 @@ def _check(section: Any, where: str) -> None:
     jitter = getattr(section, "band_jitter", 0.0)
     if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or not 0.0 <= jitter <= 2.0:
         raise ConfigError(f"{where}: band_jitter must be a number in [0, 2] (σ of the log factor), got {jitter!r}")
-    if jitter and not (kind == "ebsd" and section.source == "simulated" and set(voltages) - {section.voltage_kv}):
-        raise ConfigError(f"{where}: band_jitter varies simulated EBSD training frames at the train_voltages_kv "
-                          f"other than voltage_kv; set those (kind = \"ebsd\", source = \"simulated\")")
+    contrast = getattr(section, "dynamical_contrast", False)
+    if not isinstance(contrast, bool):
+        raise ConfigError(f"{where}: dynamical_contrast must be true or false, got {contrast!r}")
+    for option, value in (("band_jitter", jitter), ("dynamical_contrast", contrast)):
+        if value and not (kind == "ebsd" and section.source == "simulated" and set(voltages) - {section.voltage_kv}):
+            raise ConfigError(f"{where}: {option} changes simulated EBSD training frames at the train_voltages_kv "
+                              f"other than voltage_kv; set those (kind = \"ebsd\", source = \"simulated\")")
     source = getattr(section, "source", "simulated")
     if source not in DATA_SOURCES:
         raise ConfigError(f"{where}: source must be one of {', '.join(DATA_SOURCES)}, got {source!r}")

@@ -57,11 +57,11 @@ from .datasets import (
     synthesize_shard,
 )
 from .datasets.sped_synthesis import sped_geometry
-from .datasets.store import ebsd_geometry, load_masters, shard_plans
+from .datasets.store import SplitSpec, ebsd_geometry, load_masters, shard_plans
 from .export import onnx_session, run_onnx
 from .orientation import disorientation_deg, indexed_euler, laue_operators, nearest_operator, quaternions_to_matrices
 from .physics.catalogue import get_phase_entry
-from .physics.master_pattern import VOLTAGE_RANGE_KV
+from .physics.master_pattern import VOLTAGE_RANGE_KV, MasterPattern
 from .physics.refinement import OrientationRefiner
 from .physics.sped_indexing import MIN_RELIABILITY, SpedIndexer
 
@@ -202,7 +202,13 @@ def _sweep(spec: str | Path, variable: str, values: tuple[float, ...], frames: i
 def simulate_split(data: DataConfig, split: str, dose: float | None = None) -> Shard:
     """``split`` of ``data`` made in memory (not cached), every camera at ``dose`` if given."""
     spec = split_spec(data, split)
-    masters = load_masters(data, spec)
+    return synthesize_in_memory(data, spec, load_masters(data, spec), dose)
+
+
+def synthesize_in_memory(data: DataConfig, spec: SplitSpec, masters: dict[tuple[str, float], MasterPattern],
+                         dose: float | None = None) -> Shard:
+    """The frames of ``spec`` projected from ``masters`` as one shard, every camera at
+    ``dose`` if given."""
     shards = [synthesize_shard(dataclasses.replace(plan, dose=dose), masters) for plan in shard_plans(data, spec)]
     return Shard(**{key: np.concatenate([s.arrays()[key] for s in shards]) for key in shards[0].arrays()})
 

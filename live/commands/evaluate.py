@@ -28,7 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "--blind) frames at a series of beam voltages, which scale the band widths (EBSD lattice models). "
             "--refine: also the oriented phases' disorientation after pattern matching finishes what the network "
             "starts: EBSD frames refined against their master patterns (kikuchipy) from the network's answer, "
-            "4D-STEM frames indexed by template matching with the network's answer among the candidates."
+            "4D-STEM frames indexed by template matching with the network's answer among the candidates. --master: "
+            "the same frames from dynamical (EMsoft) master patterns, as real patterns are, beside kinematical ones."
         ),
     )
     parser.add_argument("--model", required=True,
@@ -54,6 +55,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="also score the orientations pattern matching gives: EBSD frames refined against "
                              "their master patterns from the network's answer (about 15 frames/s on 2 CPU cores), "
                              "4D-STEM frames indexed by template matching (about 10 frames/s)")
+    parser.add_argument("--master", metavar="PHASE=FILE,...",
+                        help="score the test (or blind) frames of these phases projected from EMsoft (dynamical) "
+                             "master pattern files, beside the same frames from the kinematical master patterns the "
+                             "model was trained on (EBSD lattice models; the files must hold the model's voltage)")
     parser.add_argument("--gradcam", action="store_true",
                         help="with --report, also write gradcam.png: Grad-CAM maps over a few test frames per class "
                              "(EBSD lattice models; from the .pt2 beside the model, or --checkpoint)")
@@ -89,8 +94,16 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--refine: scores a plain evaluation; leave out the dose or voltage study")
     if doses and args.blind:
         raise UserError("--blind: the dose study uses the test materials; leave out --blind or the doses")
+    if args.master and (study or args.refine or args.blind or args.report is not None or args.gradcam):
+        raise UserError("--master: a comparison of its own; leave out studies, --refine, --blind and --report "
+                        "(the phases named choose the test or blind materials)")
     try:
-        if study:
+        if args.master:
+            from diffstream.live.commands.refine import master_files
+            from diffstream.trainer.evaluation_dynamical import evaluate_dynamical
+
+            result = evaluate_dynamical(args.model, master_files(args.master), frames=args.n)
+        elif study:
             from diffstream.trainer.evaluation import evaluate_dose, evaluate_voltage
             from diffstream.trainer.evaluation_report import write_sweep_report
 
@@ -109,9 +122,25 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(error)) from None
     if args.json:
         print(json.dumps(result))
+    elif args.master:
+        print(_master_table(result))
     else:
         print(_sweep_table(result) if study else _summary(result))
     return 0
+
+
+def _master_table(result: dict) -> str:
+    """One row per kind of master pattern: accuracy, each oriented phase's median
+    disorientation, and where each phase's frames went."""
+    lines = [f"{result['model']} on {result['frames_per_material']} fresh {result['split']} frames per material "
+             f"(data seed {result['data_seed']}), from kinematical and from dynamical master patterns"]
+    for row in result["rows"]:
+        angles = "".join(f", {name} median {angle}°" for name, angle in row["median_disorientation_deg"].items())
+        lines.append(f"  {row['master']:>11}: accuracy {row['accuracy']:.4f}{angles}")
+        for material, classes in row["classed_as"].items():
+            counts = ", ".join(f"{name} {count}" for name, count in sorted(classes.items(), key=lambda kv: -kv[1]))
+            lines.append(f"  {'':>11}  {material} classed as: {counts}")
+    return "\n".join(lines)
 
 
 def _gradcam(args: argparse.Namespace, model: EvaluatedModel) -> GradCam:

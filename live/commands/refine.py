@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.source.exists():
         raise UserError(f"source: no file at {args.source}")
     phases = _phases(args.phases) if args.phases else None
-    masters = _masters(args.master) if args.master else None
+    masters = master_files(args.master) if args.master else None
     try:
         truth = load_truth(args.truth) if args.truth else None
         with stop_on_signals() as stop:
@@ -94,7 +94,7 @@ def _phases(text: str) -> list[tuple[str | None, str]]:
     return pairs
 
 
-def _masters(text: str) -> dict[str, Path]:
+def master_files(text: str) -> dict[str, Path]:
     """``PHASE=FILE,...`` as a dict of existing files; anything else is a one-line error."""
     from diffstream.live.cli import UserError
 

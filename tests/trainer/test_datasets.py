@@ -22,7 +22,14 @@ from diffstream.trainer.datasets import (
     synthesize_shard,
     training_materials,
 )
-from diffstream.trainer.datasets.store import master_settings, shard_plans, split_key, split_voltages
+from diffstream.trainer.datasets.store import (
+    load_masters,
+    master_contrast,
+    master_settings,
+    shard_plans,
+    split_key,
+    split_voltages,
+)
 from diffstream.trainer.physics.catalogue import catalogue, get_phase_entry
 from diffstream.trainer.physics.ebsd_projection import synthetic_master_pattern
 from diffstream.trainer.physics.master_pattern import kinematical_master_pattern
@@ -193,6 +200,28 @@ def test_band_jitter_applies_to_training_voltages_away_from_the_nominal_one() ->
     plain = dataclasses.replace(data, band_jitter=0.0)
     assert split_key(data, split_spec(data, "train")) != split_key(plain, split_spec(plain, "train"))
     assert split_key(data, split_spec(data, "test")) == split_key(plain, split_spec(plain, "test"))
+
+
+def test_dynamical_contrast_renders_training_voltages_away_from_the_nominal_one(tmp_path, monkeypatch) -> None:
+    """As band jitter: test, blind and demo frames (and training at voltage_kv) keep the
+    simulated master patterns; elsewhere each (material, voltage) draws its own rendering,
+    the same on every call, and the split's cache key follows it."""
+    monkeypatch.setenv("DIFFSTREAM_CACHE", str(tmp_path))
+    data = dataclasses.replace(TINY, materials=("Ni", "Al"), train_voltages_kv=(15.0, 20.0, 25.0),
+                               dynamical_contrast=True)
+    assert master_contrast(data, "train", "Ni", 20.0) is None
+    assert all(master_contrast(data, split, "Ni", 15.0) is None for split in ("test", "blind", "demo"))
+    drawn = [master_contrast(data, split, name, kv) for split in ("train", "val")
+             for name in ("Ni", "Al") for kv in (15.0, 25.0)]
+    assert drawn[:4] == drawn[4:] and len({tuple(d.values()) for d in drawn[:4]}) == 4
+    assert all(0.93 <= d["clip_quantile"] <= 1.0 and 1.0 <= d["edge_gain"] <= 5.0 for d in drawn)
+    plain = dataclasses.replace(data, dynamical_contrast=False)
+    assert split_key(data, split_spec(data, "train")) != split_key(plain, split_spec(plain, "train"))
+    assert split_key(data, split_spec(data, "test")) == split_key(plain, split_spec(plain, "test"))
+    rendered, simulated = load_masters(data, split_spec(data, "train")), load_masters(plain, split_spec(plain, "train"))
+    assert np.array_equal(rendered["Ni", 20.0].hemispheres, simulated["Ni", 20.0].hemispheres)
+    assert "dynamical contrast" in rendered["Ni", 15.0].source
+    assert not np.allclose(rendered["Ni", 15.0].hemispheres, simulated["Ni", 15.0].hemispheres)
 
 
 @pytest.mark.parametrize("split", ["val", "test", "blind", "demo"])

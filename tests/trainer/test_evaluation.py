@@ -8,6 +8,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import kikuchipy
 import numpy as np
 import onnx
 import pytest
@@ -30,6 +31,7 @@ from diffstream.trainer.evaluation import (
     precision_recall,
     simulate_split,
 )
+from diffstream.trainer.evaluation_dynamical import evaluate_dynamical
 from diffstream.trainer.evaluation_report import write_report, write_sweep_report
 from diffstream.trainer.export import ExportWrapper, export_checkpoint, onnx_session, run_onnx
 from diffstream.trainer.orientation import laue_operators, quaternions_to_matrices
@@ -316,3 +318,35 @@ def test_dose_cli(lattice_model: Path, sped_model: tuple[Path, Path]) -> None:
         done = run_diffstream("evaluate", *argv, "--n", "2")
         assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
         assert done.stderr.startswith("diffstream: error: ") and message in done.stderr
+
+
+EMSOFT_NI = Path(kikuchipy.data.__path__[0]) / "emsoft_ebsd_master_pattern" / "ni_mc_mp_20kv_uint8_gzip_opts9.h5"
+
+
+def test_dynamical_comparison(lattice_model: Path) -> None:
+    """Two rows over the same plan, kinematical first; the EMsoft file must be Ni's crystal."""
+    result = evaluate_dynamical(lattice_model, {"Ni": EMSOFT_NI}, frames=4)
+    assert result["split"] == "test" and [row["master"] for row in result["rows"]] == ["kinematical", "dynamical"]
+    for row in result["rows"]:
+        assert row["frames"] == 4 and sum(row["classed_as"]["Ni"].values()) == 4
+        assert row["per_material_accuracy"]["Ni"] == row["accuracy"] == row["classed_as"]["Ni"].get("cF", 0) / 4
+        assert set(row["median_disorientation_deg"]) == {"Ni"}
+    for files, message in (({"Fe": EMSOFT_NI}, r"holds space group Fm-3m \(No. 225\); Fe is Im-3m"),
+                           ({"W": EMSOFT_NI}, "must all be training materials"),
+                           ({"Ni": EMSOFT_NI, "Al": EMSOFT_NI}, "or all blind ones")):
+        with pytest.raises(EvaluationError, match=message):
+            evaluate_dynamical(lattice_model, files, frames=2)
+
+
+def test_dynamical_cli(lattice_model: Path) -> None:
+    done = run_diffstream("evaluate", "--model", str(lattice_model), "--master", f"Ni={EMSOFT_NI}", "--n", "2")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[1].split()[0] == "kinematical:" and lines[3].split()[0] == "dynamical:"
+    assert lines[2].split()[:3] == ["Ni", "classed", "as:"]
+    for argv, message in ((["--master", f"Ni={EMSOFT_NI}", "--blind"], "--master: a comparison of its own"),
+                          (["--master", "Ni"], "expected PHASE=FILE"),
+                          (["--master", "Ni=/no/such.h5"], "no file at /no/such.h5")):
+        done = run_diffstream("evaluate", "--model", str(lattice_model), *argv, "--n", "2")
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert message in done.stderr

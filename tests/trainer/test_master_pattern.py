@@ -11,20 +11,24 @@ from diffpy.structure import Atom, Lattice, Structure
 from kikuchipy.simulations.kikuchi_pattern_simulator import get_pattern
 from orix.crystal_map import Phase
 from orix.vector import Vector3d
+from scipy.ndimage import gaussian_filter
 
+from diffstream.live.scan_render import DEFAULT_EBSD_GEOMETRY
 from diffstream.trainer.physics import master_pattern as mp_module
 from diffstream.trainer.physics.catalogue import get_phase_entry
-from diffstream.trainer.physics.ebsd_projection import sample_master_pattern
+from diffstream.trainer.physics.ebsd_projection import project_patterns, sample_master_pattern
 from diffstream.trainer.physics.errors import PhysicsInputError
 from diffstream.trainer.physics.master_pattern import (
     MasterPattern,
     band_family_scales,
+    dynamical_contrast,
     kinematical_master_pattern,
     kinematical_reflectors,
     load_emsoft_master_pattern,
     master_pattern_cache_dir,
     master_pattern_cache_key,
 )
+from diffstream.trainer.physics.sampling import uniform_quaternions
 
 SMALL = {"half_size": 60, "min_dspacing": 1.0}
 """Settings small enough for a master pattern in well under a second."""
@@ -250,3 +254,37 @@ def test_emsoft_file_without_the_voltage_is_refused():
 def test_missing_emsoft_file_names_the_path(tmp_path):
     with pytest.raises(PhysicsInputError, match=r"^path:"):
         load_emsoft_master_pattern(tmp_path / "absent.h5", 20.0)
+
+
+def _high_passed(frames: np.ndarray) -> np.ndarray:
+    """Frames as the network sees them: the smooth background gone, standardised."""
+    frames = frames - np.stack([gaussian_filter(f, frames.shape[-1] / 8) for f in frames])
+    frames = frames - frames.mean(axis=(1, 2), keepdims=True)
+    return frames / frames.std(axis=(1, 2), keepdims=True)
+
+
+def test_dynamical_contrast_brings_kinematical_ni_closer_to_emsoft_ni(cache):
+    """The point of the re-rendering: frames of the kinematical Ni master pattern must look
+    more like those of kikuchipy's dynamical (EMsoft) Ni one, orientation for orientation."""
+    dynamical = load_emsoft_master_pattern(EMSOFT_DIR / "ni_mc_mp_20kv_uint8_gzip_opts9.h5")
+    kinematical = kinematical_master_pattern("Ni", 20.0, half_size=200, cache_dir=cache)
+    rotations = uniform_quaternions(30, np.random.default_rng(3))
+
+    def similarity(master: MasterPattern) -> float:
+        a = _high_passed(project_patterns(master, rotations, DEFAULT_EBSD_GEOMETRY))
+        b = _high_passed(project_patterns(dynamical, rotations, DEFAULT_EBSD_GEOMETRY))
+        return float((a * b).mean())
+
+    rendered = dynamical_contrast(kinematical, clip_quantile=0.97, edge_gain=3.0)
+    assert similarity(rendered) > similarity(kinematical) + 0.05
+    assert "dynamical contrast" in rendered.source and rendered.hemispheres.min() == 0.0
+    assert np.allclose(rendered.upper, rendered.upper.T, atol=1e-3 * rendered.upper.max())
+
+
+def test_dynamical_contrast_clips_zone_axes_only_to_the_quantile(ni):
+
+    clipped = dynamical_contrast(ni, clip_quantile=0.9, edge_gain=0.0).hemispheres
+    expected = np.minimum(ni.hemispheres, np.quantile(ni.hemispheres, 0.9))
+    assert np.allclose(clipped, expected - expected.min(), atol=1e-6)
+    with pytest.raises(PhysicsInputError, match="clip_quantile"):
+        dynamical_contrast(ni, clip_quantile=1.5, edge_gain=1.0)

@@ -59,8 +59,12 @@ def test_config_errors_name_the_field() -> None:
         parse_config({"name": "x", "data": {"kind": "4dstem", "patterns": 10, "train_voltages_kv": [15, 25]}})
     with pytest.raises(ConfigError, match="train_voltages_kv must be a list"):
         parse_config({"name": "x", "data": {"train_voltages_kv": ["20"]}})
-    with pytest.raises(ConfigError, match="band_jitter varies simulated EBSD training frames"):
+    with pytest.raises(ConfigError, match="band_jitter changes simulated EBSD training frames"):
         parse_config({"name": "x", "data": {"band_jitter": 0.5, "train_voltages_kv": [20.0]}})
+    with pytest.raises(ConfigError, match="dynamical_contrast changes simulated EBSD training frames"):
+        parse_config({"name": "x", "data": {"dynamical_contrast": True}})
+    with pytest.raises(ConfigError, match="dynamical_contrast must be true or false"):
+        parse_config({"name": "x", "data": {"dynamical_contrast": 1, "train_voltages_kv": [15, 25]}})
     with pytest.raises(ConfigError, match="band_jitter must be a number in"):
         parse_config({"name": "x", "data": {"band_jitter": -1, "train_voltages_kv": [15, 25]}})
 

@@ -40,6 +40,7 @@ from diffstream.trainer.physics.catalogue import get_phase_entry
 from diffstream.trainer.physics.geometry import EBSDGeometry
 from diffstream.trainer.physics.master_pattern import (
     MasterPattern,
+    dynamical_contrast,
     kinematical_master_pattern,
     master_pattern_cache_key,
 )
@@ -204,6 +205,9 @@ def split_key(data: DataConfig, spec: SplitSpec) -> str:
             high_res_fraction=data.high_res_fraction,
             masters=[master_pattern_cache_key(name, kv, **master_settings(data, spec.name, name, kv))
                      for name in spec.phases for kv in voltages])
+        contrast = [master_contrast(data, spec.name, name, kv) for name in spec.phases for kv in voltages]
+        if any(contrast):
+            settings["contrast"] = contrast
     text = json.dumps(settings, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
@@ -265,10 +269,27 @@ def master_settings(data: DataConfig, split: str, phase: str, voltage_kv: float)
     return settings
 
 
+def master_contrast(data: DataConfig, split: str, phase: str, voltage_kv: float) -> dict | None:
+    """The ``dynamical_contrast`` arguments (clip quantile, edge gain) a split's master
+    pattern of ``phase`` at ``voltage_kv`` is re-rendered with, drawn from a seed of its own
+    per (material, voltage); None where it is used as simulated (``DataConfig.dynamical_contrast``
+    off, or test, blind and demo frames, or the nominal voltage)."""
+    if not (data.dynamical_contrast and split in ("train", "val") and voltage_kv != data.voltage_kv):
+        return None
+    rng = np.random.default_rng(zlib.crc32(f"contrast|{phase}|{voltage_kv:g}|{data.seed}".encode()))
+    return {"clip_quantile": round(float(rng.uniform(0.93, 1.0)), 4),
+            "edge_gain": round(float(rng.uniform(1.0, 5.0)), 3)}
+
+
 def load_masters(data: DataConfig, spec: SplitSpec) -> dict[tuple[str, float], MasterPattern]:
     """The master pattern of every (phase, voltage) a split's frames are projected from."""
-    return {(name, kv): kinematical_master_pattern(name, kv, **master_settings(data, spec.name, name, kv))
-            for name in spec.phases for kv in split_voltages(data, spec.name)}
+    masters = {}
+    for name in spec.phases:
+        for kv in split_voltages(data, spec.name):
+            master = kinematical_master_pattern(name, kv, **master_settings(data, spec.name, name, kv))
+            contrast = master_contrast(data, spec.name, name, kv)
+            masters[name, kv] = master if contrast is None else dynamical_contrast(master, **contrast)
+    return masters
 
 
 def _share(total: int, parts: int, index: int) -> int:

@@ -50,6 +50,7 @@ from diffsims.crystallography import ReciprocalLatticeVector
 from kikuchipy.signals import EBSDMasterPattern
 from kikuchipy.simulations import KikuchiPatternSimulator
 from orix.crystal_map import Phase
+from scipy.ndimage import gaussian_filter
 
 from .catalogue import get_phase_entry
 from .errors import PhysicsInputError, check_integer, check_number
@@ -215,6 +216,40 @@ def band_family_scales(hkl: np.ndarray, factors: np.ndarray, reciprocal_basis: n
     _, family = np.unique(keys, axis=0, return_inverse=True)
     rng = np.random.default_rng(seed)
     return np.exp(rng.normal(0.0, spread, family.max(initial=-1) + 1))[family.ravel()]
+
+
+EDGE_SIGMA_DEG = 1.44
+"""Width (σ, degrees on the sphere) of the blur whose difference sharpens band edges: about
+a band's half width at 20 kV, 8 Lambert pixels at ``half_size=400``."""
+
+
+def dynamical_contrast(master: MasterPattern, clip_quantile: float, edge_gain: float) -> MasterPattern:
+    """``master`` re-rendered with the contrast dynamical (real) patterns have and kinematical
+    ones lack: intensities above the ``clip_quantile`` quantile clipped, then band edges
+    raised by ``edge_gain`` times the difference from a blur of σ ``EDGE_SIGMA_DEG``.
+
+    Why: kinematical bands add up where they cross, so their zone axes are bright blobs and
+    their bands soft, while dynamical patterns show sharp bands and subdued zone axes; the
+    shipped network, trained on kinematical patterns only, classes none of 200 frames from
+    kikuchipy's dynamical (EMsoft) Ni master pattern cF. Over 60 random orientations at the
+    demo geometry, the mean Pearson r between high-passed frames of that dynamical pattern and
+    the catalogue's kinematical Ni one rises from 0.58 to 0.67 with the 95th-percentile clip
+    alone and to 0.72-0.74 with edge gains of 2-4 and clips at the 95th-99th percentile.
+    This is a rendering, not a simulation: it gives training a spread of band profiles to
+    learn the lattice through, not dynamical intensities. Laue symmetry is kept (the blur is
+    isotropic up to the Lambert distortion).
+    """
+    check_number("clip_quantile", clip_quantile, 0.5, 1.0)
+    check_number("edge_gain", edge_gain, 0.0, 10.0)
+    hemispheres = master.hemispheres.astype(np.float32)
+    hemispheres = np.minimum(hemispheres, np.float32(np.quantile(hemispheres, clip_quantile)))
+    if edge_gain:
+        sigma = EDGE_SIGMA_DEG * (master.hemispheres.shape[-1] // 2) / 72.0
+        blurred = gaussian_filter(hemispheres, (0, sigma, sigma), mode="nearest")
+        hemispheres = hemispheres + np.float32(edge_gain) * (hemispheres - blurred)
+    hemispheres -= hemispheres.min()
+    source = f"{master.source}, dynamical contrast (clip {clip_quantile:g}, edge gain {edge_gain:g})"
+    return MasterPattern(hemispheres, master.phase, master.voltage_kv, source=source)
 
 
 def master_pattern_cache_key(
