@@ -29,6 +29,8 @@ data regenerated from the training config stored in its card with the data seed 
   (``physics.sped_indexing``), the network's answer among the candidates, scored as the
   network is, and again over the frames whose reliability reaches ``MIN_RELIABILITY``, as
   paper 2 kept only reliably indexed frames.
+- Dynamical patterns (``evaluation_dynamical``): the same frames from EMsoft master pattern
+  files beside the kinematical ones the models are trained on.
 """
 from __future__ import annotations
 
