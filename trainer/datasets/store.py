@@ -263,7 +263,7 @@ def master_settings(data: DataConfig, split: str, phase: str, voltage_kv: float)
     ``voltage_kv`` come from: band-jittered for training and validation away from the nominal
     voltage (``DataConfig.band_jitter``), with a seed of its own per (material, voltage)."""
     settings = {"half_size": data.master_half_size}
-    if data.band_jitter and split in ("train", "val") and voltage_kv != data.voltage_kv:
+    if data.band_jitter and _varied_in_training(data, split, voltage_kv):
         seed = zlib.crc32(f"{phase}|{voltage_kv:g}|{data.seed}".encode())
         settings.update(band_jitter=data.band_jitter, band_jitter_seed=seed)
     return settings
@@ -274,11 +274,18 @@ def master_contrast(data: DataConfig, split: str, phase: str, voltage_kv: float)
     pattern of ``phase`` at ``voltage_kv`` is re-rendered with, drawn from a seed of its own
     per (material, voltage); None where it is used as simulated (``DataConfig.dynamical_contrast``
     off, or test, blind and demo frames, or the nominal voltage)."""
-    if not (data.dynamical_contrast and split in ("train", "val") and voltage_kv != data.voltage_kv):
+    if not (data.dynamical_contrast and _varied_in_training(data, split, voltage_kv)):
         return None
     rng = np.random.default_rng(zlib.crc32(f"contrast|{phase}|{voltage_kv:g}|{data.seed}".encode()))
     return {"clip_quantile": round(float(rng.uniform(0.93, 1.0)), 4),
             "edge_gain": round(float(rng.uniform(1.0, 5.0)), 3)}
+
+
+def _varied_in_training(data: DataConfig, split: str, voltage_kv: float) -> bool:
+    """Whether a split's master patterns at ``voltage_kv`` may be varied (band jitter,
+    dynamical contrast): training and validation only, and never at ``voltage_kv``, where
+    test, blind and demo frames are made and training must see each material as simulated."""
+    return split in ("train", "val") and voltage_kv != data.voltage_kv
 
 
 def load_masters(data: DataConfig, spec: SplitSpec) -> dict[tuple[str, float], MasterPattern]:

@@ -204,10 +204,10 @@ def band_family_scales(hkl: np.ndarray, factors: np.ndarray, reciprocal_basis: n
     rock-salt carbides and Si, cF like Ni and Al but with {111} and {200} weighted
     otherwise, are called cF on 5-41 % of their frames by the model shipped on 2026-12-05.
     Random strengths per family take that cue away and leave the one that defines a
-    lattice, the bands' geometry. A family
-    is the reflectors of equal |g| and |F| (every Laue equivalent, with the rare accidental
-    coincidence such as cubic {333} and {511}, which then share a factor), so the master
-    pattern keeps its symmetry; systematic absences stay absent.
+    lattice, the bands' geometry. A family is the reflectors of equal |g| and |F| (every
+    Laue equivalent, with the rare accidental coincidence such as cubic {333} and {511},
+    which then share a factor), so the master pattern keeps its symmetry; systematic
+    absences stay absent.
     """
     g = np.linalg.norm(np.asarray(hkl, dtype=float) @ np.asarray(reciprocal_basis).T, axis=1)
     magnitude = np.abs(factors)
@@ -244,7 +244,8 @@ def dynamical_contrast(master: MasterPattern, clip_quantile: float, edge_gain: f
     hemispheres = master.hemispheres.astype(np.float32)
     hemispheres = np.minimum(hemispheres, np.float32(np.quantile(hemispheres, clip_quantile)))
     if edge_gain:
-        sigma = EDGE_SIGMA_DEG * (master.hemispheres.shape[-1] // 2) / 72.0
+        mean_pixel_deg = 72.0 / (master.hemispheres.shape[-1] // 2)  # 0.18° at half_size 400 (module docstring)
+        sigma = EDGE_SIGMA_DEG / mean_pixel_deg
         blurred = gaussian_filter(hemispheres, (0, sigma, sigma), mode="nearest")
         hemispheres = hemispheres + np.float32(edge_gain) * (hemispheres - blurred)
     hemispheres -= hemispheres.min()
