@@ -7,6 +7,7 @@ import kikuchipy
 import numba
 import numpy as np
 import pytest
+import torch
 from diffpy.structure import Atom, Lattice, Structure
 from kikuchipy.simulations.kikuchi_pattern_simulator import get_pattern
 from orix.crystal_map import Phase
@@ -14,6 +15,7 @@ from orix.vector import Vector3d
 from scipy.ndimage import gaussian_filter
 
 from diffstream.live.scan_render import DEFAULT_EBSD_GEOMETRY
+from diffstream.trainer.models.preprocess import LocalContrastNormalise, PatternNormalise
 from diffstream.trainer.physics import master_pattern as mp_module
 from diffstream.trainer.physics.catalogue import get_phase_entry
 from diffstream.trainer.physics.ebsd_projection import project_patterns, sample_master_pattern
@@ -279,6 +281,27 @@ def test_dynamical_contrast_brings_kinematical_ni_closer_to_emsoft_ni(cache):
     assert similarity(rendered) > similarity(kinematical) + 0.05
     assert "dynamical contrast" in rendered.source and rendered.hemispheres.min() == 0.0
     assert np.allclose(rendered.upper, rendered.upper.T, atol=1e-3 * rendered.upper.max())
+
+
+def test_local_contrast_layer_sees_kinematical_ni_closer_to_emsoft_ni(cache):
+    """The other route to the same end, in the network's first layer: equalised band contrast
+    (``preprocess = "background-local"``) makes kinematical and dynamical Ni frames of one
+    orientation correlate more (r 0.59 → 0.74 over 200 orientations when this was written)."""
+    dynamical = load_emsoft_master_pattern(EMSOFT_DIR / "ni_mc_mp_20kv_uint8_gzip_opts9.h5")
+    kinematical = kinematical_master_pattern("Ni", 20.0, half_size=200, cache_dir=cache)
+    rotations = uniform_quaternions(30, np.random.default_rng(3))
+
+    def counts(master: MasterPattern) -> torch.Tensor:
+        frames = project_patterns(master, rotations, DEFAULT_EBSD_GEOMETRY)
+        low, high = frames.min(axis=(1, 2), keepdims=True), frames.max(axis=(1, 2), keepdims=True)
+        return torch.from_numpy((60 + 120 * (frames - low) / (high - low)).astype(np.float32))
+
+    def similarity(layer: type[PatternNormalise]) -> float:
+        normalise = layer((60, 60))
+        a, b = normalise(counts(kinematical)), normalise(counts(dynamical))
+        return float((a * b).mean())
+
+    assert similarity(LocalContrastNormalise) > similarity(PatternNormalise) + 0.1
 
 
 def test_dynamical_contrast_clips_zone_axes_only_to_the_quantile(ni):

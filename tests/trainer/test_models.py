@@ -7,7 +7,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from diffstream.trainer.models import MODEL_NAMES, ModelSpecError, build_model
-from diffstream.trainer.models.preprocess import PatternNormalise
+from diffstream.trainer.models.preprocess import LocalContrastNormalise, PatternNormalise
 
 CHEAP_SIZES = {"compact": (60, 60), "paper2-cnn": (32, 32), "resnet50": (32, 32), "xception": (32, 32),
                "densenet121": (32, 32), "swin_t": (64, 64)}
@@ -36,11 +36,27 @@ def test_compact_network_fits_the_detector_rate_budget() -> None:
     assert sum(p.numel() for p in model.parameters()) < 1_000_000
 
 
-def test_normalisation_removes_gain_and_offset() -> None:
+@pytest.mark.parametrize(("layer", "tolerance"), [(PatternNormalise, 1e-4), (LocalContrastNormalise, 1e-2)])
+def test_normalisation_removes_gain_and_offset(layer: type[PatternNormalise], tolerance: float) -> None:
+    """The local layer's floor of one count squared makes its gain invariance approximate."""
     frames = torch.rand(3, 60, 60) * 100
-    normalise = PatternNormalise((60, 60))
-    assert torch.allclose(normalise(frames), normalise(frames * 2.5 + 7), atol=1e-4)
+    normalise = layer((60, 60))
+    assert torch.allclose(normalise(frames), normalise(frames * 2.5 + 7), atol=tolerance)
     assert torch.equal(normalise(torch.full((1, 60, 60), 9.0)), torch.zeros(1, 1, 60, 60))
+
+
+def test_local_contrast_equalises_a_weak_and_a_strong_band() -> None:
+    """Two vertical bands far apart, one five times the other's contrast: the local layer
+    brings them within a factor of two of each other; the global one keeps the factor."""
+    columns = torch.arange(60, dtype=torch.float32)
+    profile = 5 * torch.exp(-0.5 * ((columns - 15) / 1.5) ** 2) + torch.exp(-0.5 * ((columns - 45) / 1.5) ** 2)
+    frame = (100 + 20 * profile).expand(1, 60, 60)
+
+    def ratio(layer: PatternNormalise) -> float:
+        row = layer((60, 60))(frame)[0, 0, 30]
+        return float(row[10:20].max() / row[40:50].max())
+    assert ratio(PatternNormalise) > 4
+    assert ratio(LocalContrastNormalise) < 2
 
 
 def test_normalisation_resizes_to_the_network_input() -> None:

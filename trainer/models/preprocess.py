@@ -35,6 +35,15 @@ def gaussian_kernel(sigma: float) -> torch.Tensor:
     return (kernel / kernel.sum()).to(torch.float32)
 
 
+def separable_blur(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """(N, 1, h, w) convolved with a 1-D kernel along rows, then along columns (views
+    (1, 1, k, 1) and (1, 1, 1, k) of ``gaussian_kernel``), edges extended (replicate padding)
+    so that the frame's border is not darkened."""
+    r = rows.shape[2] // 2
+    x = nn.functional.conv2d(nn.functional.pad(x, (0, 0, r, r), mode="replicate"), rows)
+    return nn.functional.conv2d(nn.functional.pad(x, (r, r, 0, 0), mode="replicate"), cols)
+
+
 class PatternNormalise(nn.Module):
     """Raw frames (N, H, W) of any integer or float dtype → float32 (N, 1, h, w): resized
     (bilinear) to ``input_size`` when it differs, background removed, then each pattern at
@@ -47,30 +56,84 @@ class PatternNormalise(nn.Module):
         kernel = gaussian_kernel(self.sigma_px)
         self.register_buffer("blur_rows", kernel.view(1, 1, -1, 1), persistent=False)
         self.register_buffer("blur_cols", kernel.view(1, 1, 1, -1), persistent=False)
-        self.radius = len(kernel) // 2
 
     def background(self, x: torch.Tensor) -> torch.Tensor:
-        """The separable Gaussian blur of (N, 1, h, w), edges extended (replicate padding)
-        so that the frame's border is not darkened."""
-        r = self.radius
-        x = nn.functional.conv2d(nn.functional.pad(x, (0, 0, r, r), mode="replicate"), self.blur_rows)
-        return nn.functional.conv2d(nn.functional.pad(x, (r, r, 0, 0), mode="replicate"), self.blur_cols)
+        """The wide Gaussian blur of (N, 1, h, w) that stands for the backscatter dome."""
+        return separable_blur(x, self.blur_rows, self.blur_cols)
 
     def describe(self) -> str:
         """What this layer does, in words, for the model card."""
-        return (f"{_resize_text(self.input_size)}; subtract the dynamic background, a Gaussian blur of sigma "
-                f"{self.sigma_px:.1f} px (frame width / 8, as kikuchipy's remove_dynamic_background); per pattern "
-                f"subtract the mean and divide by sqrt(variance + {VARIANCE_FLOOR:g}) "
-                "(removes gain, offset and exposure)")
+        return f"{self.background_text()}; {STANDARDISE_TEXT}"
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+    def background_text(self) -> str:
+        """The resize and the background removal, in words."""
+        return (f"{_resize_text(self.input_size)}; subtract the dynamic background, a Gaussian blur of sigma "
+                f"{self.sigma_px:.1f} px (frame width / 8, as kikuchipy's remove_dynamic_background)")
+
+    def bands(self, frames: torch.Tensor) -> torch.Tensor:
+        """Raw frames (N, H, W) → float32 (N, 1, h, w) at the input size, background removed."""
         x = frames.to(torch.float32).unsqueeze(1)
         if tuple(x.shape[-2:]) != self.input_size:
             x = nn.functional.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False)
-        x = x - self.background(x)
-        centred = x - x.mean(dim=(2, 3), keepdim=True)
-        variance = (centred * centred).mean(dim=(2, 3), keepdim=True)
-        return centred * torch.rsqrt(variance + VARIANCE_FLOOR)
+        return x - self.background(x)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return standardise(self.bands(frames))
+
+
+class LocalContrastNormalise(PatternNormalise):
+    """``PatternNormalise`` with each pixel's band signal divided by its neighbourhood's RMS
+    before the per-pattern standardisation: every band then stands out about equally, weak
+    or strong, as adaptive histogram equalisation (kikuchipy's
+    ``adaptive_histogram_equalization``, context 1/8 of the frame) makes them for indexing.
+
+    Why: with two training materials per lattice, a network learns their band intensities,
+    which depend on the atoms, rather than the band geometry, which depends on the lattice.
+    Equalised bands leave it mostly the geometry."""
+
+    def __init__(self, input_size: tuple[int, int]) -> None:
+        super().__init__(input_size)
+        self.local_sigma_px = LOCAL_SIGMA * self.input_size[1]
+        kernel = gaussian_kernel(self.local_sigma_px)
+        self.register_buffer("local_rows", kernel.view(1, 1, -1, 1), persistent=False)
+        self.register_buffer("local_cols", kernel.view(1, 1, 1, -1), persistent=False)
+
+    def local_power(self, x: torch.Tensor) -> torch.Tensor:
+        """Gaussian-weighted mean of x² around each pixel."""
+        return separable_blur(x * x, self.local_rows, self.local_cols)
+
+    def describe(self) -> str:
+        """What this layer does, in words, for the model card."""
+        return (f"{self.background_text()}; divide each pixel by sqrt of its neighbourhood's mean square (a "
+                f"Gaussian of sigma {self.local_sigma_px:.1f} px, frame width / 16) plus {LOCAL_FLOOR:g} count^2 "
+                f"(equalises band contrast, as adaptive histogram equalisation); {STANDARDISE_TEXT}")
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        x = self.bands(frames)
+        return standardise(x * torch.rsqrt(self.local_power(x) + LOCAL_FLOOR))
+
+
+LOCAL_SIGMA = 1 / 16
+"""Neighbourhood of the local contrast normalisation as a fraction of the frame width:
+a Gaussian of this σ weighs about the 1/8-frame context that kikuchipy's adaptive histogram
+equalisation uses by default, a few band widths at 20 kV."""
+
+LOCAL_FLOOR = 1.0
+"""Added to the local power, in squared detector counts: differences below one count (the
+detector's quantisation step) carry no band, so flat, noise-free regions stay flat instead
+of being blown up."""
+
+
+STANDARDISE_TEXT = (f"per pattern subtract the mean and divide by sqrt(variance + {VARIANCE_FLOOR:g}) "
+                    "(removes gain, offset and exposure)")
+
+
+def standardise(x: torch.Tensor) -> torch.Tensor:
+    """Each pattern of (N, 1, h, w) at zero mean and unit variance (removes gain, offset and
+    exposure)."""
+    centred = x - x.mean(dim=(2, 3), keepdim=True)
+    variance = (centred * centred).mean(dim=(2, 3), keepdim=True)
+    return centred * torch.rsqrt(variance + VARIANCE_FLOOR)
 
 
 class LogUnitScale(nn.Module):
@@ -108,6 +171,8 @@ def _resize_text(size: tuple[int, int]) -> str:
             "(a frame of twice the size becomes the mean of each 2x2 block)")
 
 
-PREPROCESSORS = {"background": PatternNormalise, "log-unit": LogUnitScale}
+PREPROCESSORS = {"background": PatternNormalise, "background-local": LocalContrastNormalise,
+                 "log-unit": LogUnitScale}
 """The ``preprocess`` option of ``build_model``: EBSD's background removal and
-standardisation (the default), or paper 2's log scaling to [0, 1] for SPED."""
+standardisation (the default), the same with local contrast equalised, or paper 2's log
+scaling to [0, 1] for SPED."""

@@ -40,8 +40,8 @@ def build_model(name: str, num_classes: int = 14, input_size: tuple[int, int] | 
                 **options: object) -> DiffractionNetwork:
     """A freshly initialised network ``name`` with ``num_classes`` class logits, a rotation and a
     usable head. ``options`` go to the backbone (e.g. ``widths`` for ``compact``), except
-    ``preprocess`` (``preprocess.PREPROCESSORS``: "background" for EBSD, "log-unit" for SPED)
-    and ``rotation`` (``network.ROTATIONS``: "6d", or paper 2's "euler");
+    ``preprocess`` (``preprocess.PREPROCESSORS``: "background" or "background-local" for EBSD,
+    "log-unit" for SPED) and ``rotation`` (``network.ROTATIONS``: "6d", or paper 2's "euler");
     they are kept on the network so that a checkpoint can rebuild it."""
     if name not in DEFAULT_INPUT_SIZES:
         raise ModelSpecError(f"model: unknown architecture {name!r}; known: {', '.join(MODEL_NAMES)}")
