@@ -29,6 +29,9 @@ data regenerated from the training config stored in its card with the data seed 
   (``physics.sped_indexing``), the network's answer among the candidates, scored as the
   network is, and again over the frames whose reliability reaches ``MIN_RELIABILITY``, as
   paper 2 kept only reliably indexed frames.
+- The axial-ratio study (``evaluation_axial``): the hexagonal and tetragonal training
+  materials with c stretched or shrunk: whether the model has learnt lattices or its
+  training materials' exact band angles.
 - Dynamical patterns (``evaluation_dynamical``): the same frames from EMsoft master pattern
   files beside the kinematical ones the models are trained on.
 """
@@ -91,7 +94,8 @@ class Sweep(NamedTuple):
 
 
 SWEEPS = {"dose": Sweep("dose", "dose (electrons per pixel)", "log", "dose.png"),
-          "voltage_kv": Sweep("beam voltage", "beam voltage (kV)", "linear", "voltage.png")}
+          "voltage_kv": Sweep("beam voltage", "beam voltage (kV)", "linear", "voltage.png"),
+          "c_scale": Sweep("c scale", "c scale (a and b kept)", "linear", "axial.png")}
 """The studies, by the key of their rows (the varied condition)."""
 
 
@@ -155,7 +159,7 @@ def evaluate_dose(spec: str | Path, doses: tuple[float, ...] = DEFAULT_DOSES, fr
     the same distribution (their noise draws depend on the dose)."""
     if not doses or min(doses) <= 0:
         raise EvaluationError(f"doses: need positive electrons per pixel, got {', '.join(map(str, doses))}")
-    return _sweep(spec, "dose", doses, frames, "test",
+    return lattice_sweep(spec, "dose", doses, frames, "test",
                   lambda data, dose: simulate_split(data, "test", dose=dose))
 
 
@@ -171,14 +175,14 @@ def evaluate_voltage(spec: str | Path, voltages: tuple[float, ...] = DEFAULT_VOL
         raise EvaluationError(f"voltages: need beam voltages in [{low:g}, {high:g}] kV, "
                               f"got {', '.join(map(str, voltages))}")
     split = "blind" if blind else "test"
-    return _sweep(spec, "voltage_kv", voltages, frames, split,
+    return lattice_sweep(spec, "voltage_kv", voltages, frames, split,
                   lambda data, kv: simulate_split(dataclasses.replace(data, voltage_kv=kv), split))
 
 
-def _sweep(spec: str | Path, variable: str, values: tuple[float, ...], frames: int | None, split: str,
+def lattice_sweep(spec: str | Path, variable: str, values: tuple[float, ...], frames: int | None, split: str,
            make_split: Callable[[DataConfig, float], Shard]) -> dict:
     """Score ``split`` of an EBSD lattice model's evaluation data made by ``make_split`` at
-    each of ``values``: the rows of a dose or voltage study (``SWEEPS``)."""
+    each of ``values``: the rows of a dose, voltage or axial-ratio study (``SWEEPS``)."""
     model = load_for_evaluation(spec)
     if model.card.kind != "ebsd":
         raise EvaluationError(f"{variable}: the {SWEEPS[variable].condition} study is for EBSD lattice models; "
@@ -192,6 +196,7 @@ def _sweep(spec: str | Path, variable: str, values: tuple[float, ...], frames: i
     for value in values:
         result = lattice_scores(model, make_split(data, float(value)), split)
         row = {variable: float(value), "frames": result["frames"], "accuracy": result["accuracy"],
+               "per_material_accuracy": result["per_material_accuracy"],
                "median_disorientation_deg": {name: stats["median"]
                                              for name, stats in result["disorientation_deg"].items()}}
         if "accuracy_without_ordered_superstructures" in result:

@@ -13,7 +13,8 @@
   template-matching labels).
 - ``gradcam.png`` with ``--gradcam``: Grad-CAM maps over a few test frames per class
   (paper 1 Fig. 5; ``gradcam.py``).
-- ``dose.png`` or ``voltage.png`` for a dose or voltage study (``write_sweep_report``).
+- ``dose.png``, ``voltage.png`` or ``axial.png`` for a dose, voltage or axial-ratio study
+  (``write_sweep_report``).
 """
 from __future__ import annotations
 
@@ -67,9 +68,10 @@ def write_report(result: dict, model: EvaluatedModel, out_dir: str | Path, gradc
 
 
 def write_sweep_report(result: dict, out_dir: str | Path) -> dict:
-    """Write the study's figure (``dose.png`` or ``voltage.png``: accuracy and the oriented
-    phases' median disorientation against the varied condition) and ``metrics.json`` for an
-    ``evaluate_dose`` or ``evaluate_voltage`` result; returns the ``report`` entry."""
+    """Write the study's figure (``SWEEPS``: accuracy and the oriented phases' median
+    disorientation against the varied condition) and ``metrics.json`` for an
+    ``evaluate_dose``, ``evaluate_voltage`` or ``evaluate_axial`` result; returns the
+    ``report`` entry."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -25,7 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "and recall, confusion matrices and the disorientation of the oriented phases; for 4D-STEM orientation "
             "models the disorientation and paper 2's MAE, MSE and R² on Euler angles. --dose-sweep or --doses: the "
             "same test frames at a series of camera doses instead; --voltage-sweep or --voltages: the test (or "
-            "--blind) frames at a series of beam voltages, which scale the band widths (EBSD lattice models). "
+            "--blind) frames at a series of beam voltages, which scale the band widths (EBSD lattice models); "
+            "--axial-sweep or --c-scales: the hexagonal and tetragonal training materials with c stretched or shrunk, "
+            "which turns their band angles (EBSD lattice models). "
             "--refine: also the oriented phases' disorientation after pattern matching finishes what the network "
             "starts: EBSD frames refined against their master patterns (kikuchipy) from the network's answer, "
             "4D-STEM frames indexed by template matching with the network's answer among the candidates. --master: "
@@ -51,6 +53,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "made again at 10, 15, 20, 25 and 30 kV (EBSD lattice models)")
     parser.add_argument("--voltages", metavar="LIST",
                         help="the voltage study at these beam voltages, comma-separated kV (e.g. 10,20,30)")
+    parser.add_argument("--axial-sweep", action="store_true",
+                        help="the axial-ratio study: accuracy on the hexagonal and tetragonal training materials with "
+                             "c scaled by 0.8, 0.9, 1.0, 1.1 and 1.2, a and b kept (EBSD lattice models)")
+    parser.add_argument("--c-scales", metavar="LIST",
+                        help="the axial-ratio study at these factors on c, comma-separated (e.g. 0.9,1,1.1)")
     parser.add_argument("--refine", action="store_true",
                         help="also score the orientations pattern matching gives: EBSD frames refined against "
                              "their master patterns from the network's answer (about 15 frames/s on 2 CPU cores), "
@@ -78,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         evaluate_model,
         load_for_evaluation,
     )
+    from diffstream.trainer.evaluation_axial import DEFAULT_C_SCALES
 
     if args.n is not None and args.n < 1:
         raise UserError(f"n: must be a positive number of frames, got {args.n}")
@@ -85,15 +93,17 @@ def run(args: argparse.Namespace) -> int:
                     "electrons per pixel such as 10,100,1000")
     voltages = _values(args.voltages, DEFAULT_VOLTAGES if args.voltage_sweep else (), "voltages",
                        "kV such as 10,20,30")
-    if doses and voltages:
-        raise UserError("--doses and --voltages: one study at a time")
-    study = doses or voltages
+    scales = _values(args.c_scales, DEFAULT_C_SCALES if args.axial_sweep else (), "c scales",
+                     "factors such as 0.9,1,1.1")
+    if sum(map(bool, (doses, voltages, scales))) > 1:
+        raise UserError("--doses, --voltages and --c-scales: one study at a time")
+    study = doses or voltages or scales
     if (args.gradcam and (args.report is None or study)) or (args.checkpoint and not args.gradcam):
-        raise UserError("--gradcam needs --report DIR (and no dose or voltage study), and --checkpoint needs --gradcam")
+        raise UserError("--gradcam needs --report DIR (and no study), and --checkpoint needs --gradcam")
     if args.refine and study:
-        raise UserError("--refine: scores a plain evaluation; leave out the dose or voltage study")
-    if doses and args.blind:
-        raise UserError("--blind: the dose study uses the test materials; leave out --blind or the doses")
+        raise UserError("--refine: scores a plain evaluation; leave out the study")
+    if (doses or scales) and args.blind:
+        raise UserError("--blind: the dose and axial-ratio studies use the test materials; leave out --blind")
     if args.master and (study or args.refine or args.blind or args.report is not None or args.gradcam):
         raise UserError("--master: a comparison of its own; leave out studies, --refine, --blind and --report "
                         "(the phases named choose the test or blind materials)")
@@ -105,10 +115,15 @@ def run(args: argparse.Namespace) -> int:
             result = evaluate_dynamical(args.model, master_files(args.master), frames=args.n)
         elif study:
             from diffstream.trainer.evaluation import evaluate_dose, evaluate_voltage
+            from diffstream.trainer.evaluation_axial import evaluate_axial
             from diffstream.trainer.evaluation_report import write_sweep_report
 
-            result = (evaluate_dose(args.model, doses, frames=args.n) if doses
-                      else evaluate_voltage(args.model, voltages, frames=args.n, blind=args.blind))
+            if doses:
+                result = evaluate_dose(args.model, doses, frames=args.n)
+            elif voltages:
+                result = evaluate_voltage(args.model, voltages, frames=args.n, blind=args.blind)
+            else:
+                result = evaluate_axial(args.model, scales, frames=args.n)
             if args.report is not None:
                 result["report"] = write_sweep_report(result, args.report)
         else:
@@ -163,7 +178,7 @@ def _gradcam(args: argparse.Namespace, model: EvaluatedModel) -> GradCam:
 
 def _values(listed: str | None, defaults: tuple[float, ...], name: str, example: str) -> tuple[float, ...]:
     """The values of a study: ``listed`` (comma-separated) if given, else ``defaults`` (the
-    study's own with --dose-sweep or --voltage-sweep, () for a plain evaluation)."""
+    study's own with --dose-sweep, --voltage-sweep or --axial-sweep, () for a plain evaluation)."""
     from diffstream.live.cli import UserError
 
     if listed is None:
@@ -185,7 +200,8 @@ def _euler_lines(scores: dict, indent: str = "  ") -> list[str]:
 
 
 def _sweep_table(result: dict) -> str:
-    """One row per dose or voltage: accuracy and each oriented phase's median disorientation."""
+    """One row per dose, voltage or c scale: accuracy and each oriented phase's median
+    disorientation."""
     from diffstream.trainer.evaluation import SWEEPS
 
     variable, rows = result["sweep"], result["rows"]

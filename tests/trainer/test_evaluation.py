@@ -31,6 +31,7 @@ from diffstream.trainer.evaluation import (
     precision_recall,
     simulate_split,
 )
+from diffstream.trainer.evaluation_axial import evaluate_axial, strained_master
 from diffstream.trainer.evaluation_dynamical import evaluate_dynamical
 from diffstream.trainer.evaluation_report import write_report, write_sweep_report
 from diffstream.trainer.export import ExportWrapper, export_checkpoint, onnx_session, run_onnx
@@ -297,6 +298,37 @@ def test_voltage_sweep_on_blind_materials(lattice_model: Path, tmp_path: Path) -
         evaluate_voltage(lattice_model, (20.0, 200.0), frames=4)
 
 
+def test_axial_sweep_uses_the_hexagonal_and_tetragonal_materials(lattice_model: Path, tmp_path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    result = evaluate_axial(lattice_model, (0.9, 1.1), frames=4)
+    assert result["sweep"] == "c_scale" and result["split"] == "test"
+    assert [row["c_scale"] for row in result["rows"]] == [0.9, 1.1]
+    for row in result["rows"]:  # the quick model's materials are Ni, Fe and Ti: Ti alone is hP
+        assert row["frames"] == 4 and set(row["per_material_accuracy"]) == {"Ti"}
+        assert set(row["median_disorientation_deg"]) == {"Ti"}
+    assert write_sweep_report(result, tmp_path)["files"] == ["axial.png"]
+    assert plt.imread(tmp_path / "axial.png").shape[1] == 1080, "accuracy and disorientation panels"
+    with pytest.raises(EvaluationError, match="c scales: need positive factors"):
+        evaluate_axial(lattice_model, (1.0, 0.0), frames=4)
+
+
+def test_strained_master_scales_c_alone_and_keeps_the_lattice() -> None:
+    from diffstream.trainer.physics.catalogue import get_phase_entry
+    from diffstream.trainer.physics.master_pattern import kinematical_master_pattern
+
+    data = load_config(CONFIGS / "ebsd-lattice.toml", quick=True).data
+    plain, stretched = strained_master("Sn", 1.0, data), strained_master("Sn", 1.2, data)
+    catalogued = kinematical_master_pattern("Sn", data.voltage_kv, half_size=data.master_half_size)
+    assert np.array_equal(plain.hemispheres, catalogued.hemispheres)
+    before, after = plain.phase.structure.lattice, stretched.phase.structure.lattice
+    assert after.a == pytest.approx(before.a) and after.c == pytest.approx(1.2 * before.c)
+    assert not np.allclose(plain.hemispheres, stretched.hemispheres, atol=1e-3)
+    a, _, c, *_ = get_phase_entry("Sn").lattice
+    with pytest.raises(EvaluationError, match=r"Sn c/a 1\.000, within 5 % of a cubic cell's"):
+        strained_master("Sn", a / c, data)
+
+
 def test_dose_cli(lattice_model: Path, sped_model: tuple[Path, Path]) -> None:
     done = run_diffstream("evaluate", "--model", str(lattice_model), "--doses", "20,2000", "--n", "2")
     assert done.returncode == 0, done.stderr
@@ -307,9 +339,15 @@ def test_dose_cli(lattice_model: Path, sped_model: tuple[Path, Path]) -> None:
     lines = done.stdout.splitlines()
     assert "blind frames" in lines[0] and "beam voltage (kV)" in lines[1] and "without ordered" in lines[1]
     assert [line.split()[0] for line in lines[2:4]] == ["15", "25"] and len(lines[2].split()) == 3
+    done = run_diffstream("evaluate", "--model", str(lattice_model), "--c-scales", "0.9,1.1", "--n", "2")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "c scale (a and b kept)" in lines[1] and [line.split()[0] for line in lines[2:4]] == ["0.9", "1.1"]
     for argv, message in ((["--model", str(lattice_model), "--doses", "ten"], "doses: expected comma-separated"),
+                          (["--model", str(lattice_model), "--axial-sweep", "--blind"], "--blind: the dose and axial"),
+                          (["--model", str(lattice_model), "--c-scales", "1", "--voltages", "20"], "one study"),
                           (["--model", str(lattice_model), "--doses", "-5"], "must be positive"),
-                          (["--model", str(lattice_model), "--dose-sweep", "--blind"], "--blind: the dose study"),
+                          (["--model", str(lattice_model), "--dose-sweep", "--blind"], "--blind: the dose and axial"),
                           (["--model", str(sped_model[0]), "--dose-sweep"], "for EBSD lattice models"),
                           (["--model", str(sped_model[0]), "--voltage-sweep"], "voltage study is for EBSD"),
                           (["--model", str(lattice_model), "--voltages", "20,60"], "voltages: need beam voltages"),

@@ -125,7 +125,7 @@ def _edges(rng: np.random.Generator) -> tuple[float, float, float]:
     """Three edges whose every ratio keeps clear of :data:`SPECIAL_RATIOS`."""
     while True:
         edges = rng.uniform(*EDGE_A, 3)
-        if _clear_of([edges[i] / edges[j] for i in range(3) for j in range(3) if i != j], SPECIAL_RATIOS):
+        if clear_of([edges[i] / edges[j] for i in range(3) for j in range(3) if i != j], SPECIAL_RATIOS):
             return tuple(float(v) for v in edges)
 
 
@@ -133,9 +133,10 @@ def _c_over_a(rng: np.random.Generator) -> float:
     """An hR cell's c/a (hexagonal axes), clear of :data:`RHOMBOHEDRAL_CUBIC_C_OVER_A`."""
     while True:
         value = float(rng.uniform(1.0, 4.0))
-        if _clear_of([value], RHOMBOHEDRAL_CUBIC_C_OVER_A):
+        if clear_of([value], RHOMBOHEDRAL_CUBIC_C_OVER_A):
             return value
 
 
-def _clear_of(ratios: list[float], special: tuple[float, ...]) -> bool:
+def clear_of(ratios: list[float], special: tuple[float, ...]) -> bool:
+    """Whether every ratio keeps more than :data:`MARGIN` (relative) from every special one."""
     return all(abs(ratio / value - 1.0) > MARGIN for ratio in ratios for value in special)

@@ -1,0 +1,76 @@
+"""``diffstream evaluate --axial-sweep``: an EBSD lattice model on its own training materials
+with the c axis stretched or shrunk, a and b kept.
+
+Why: a network trained on two materials per lattice may learn those materials' exact band
+angles (their axial ratios) rather than the lattice. The blind materials' ratios differ from
+their training materials' by far more than anything training varies (quartz c/a 1.10 against
+Ti 1.59 and WC 0.98; anatase 2.51 against Sn 0.55 and Mo5Si3 0.51), so accuracy against c
+scale tells whether more variety of axial ratios is what the lattice map needs. Only the
+hexagonal and tetragonal materials are used, whose lattice stays what it was when c alone
+changes, as long as a tetragonal c/a keeps clear of a cubic cell's (``CUBIC_C_OVER_A``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+from .config import DataConfig
+from .datasets import Shard, split_spec
+from .datasets.store import SplitSpec
+from .evaluation import EvaluationError, lattice_sweep, synthesize_in_memory
+from .physics.catalogue import get_phase_entry
+from .physics.master_pattern import MasterPattern, kinematical_master_pattern
+from .physics.random_structures import clear_of
+
+AXIAL_LATTICES = ("hP", "tP", "tI")
+"""Lattices whose type survives scaling c alone (tetragonal ones while c/a keeps clear of
+``CUBIC_C_OVER_A``); rhombohedral cells meet cubic ones at c/a √1.5 and √6, inside the
+range of a useful study for Al2O3 and ilmenite, and lower symmetries have more ratios."""
+
+CUBIC_C_OVER_A = {"tP": (1.0,), "tI": (1.0, math.sqrt(2.0))}
+"""c/a at which a tetragonal cell is cubic: tP is cP at 1; tI is cI at 1 and cF at √2 (its
+face-centred description, a√2 by a√2 by c, is then a cube)."""
+
+DEFAULT_C_SCALES = (0.8, 0.9, 1.0, 1.1, 1.2)
+"""c scales of the study: ±20 %, a fraction of the spread of c/a between the materials of
+one lattice."""
+
+
+def evaluate_axial(spec: str | Path, scales: tuple[float, ...] = DEFAULT_C_SCALES,
+                   frames: int | None = None) -> dict:
+    """An EBSD lattice model's accuracy on its hexagonal and tetragonal training materials
+    (test frames, ``frames`` per material) with each material's c multiplied by each of
+    ``scales``: the same orientations, pattern centres and cameras at every scale."""
+    if not scales or min(scales) <= 0:
+        raise EvaluationError(f"c scales: need positive factors, got {', '.join(map(str, scales))}")
+    return lattice_sweep(spec, "c_scale", scales, frames, "test", _strained_split)
+
+
+def _strained_split(data: DataConfig, scale: float) -> Shard:
+    spec = axial_spec(data)
+    masters = {(name, data.voltage_kv): strained_master(name, scale, data) for name in spec.phases}
+    return synthesize_in_memory(data, spec, masters)
+
+
+def axial_spec(data: DataConfig) -> SplitSpec:
+    """The test split cut down to its materials of ``AXIAL_LATTICES``, without empty frames."""
+    spec = split_spec(data, "test")
+    keep = [i for i, name in enumerate(spec.phases) if get_phase_entry(name).bravais_lattice in AXIAL_LATTICES]
+    if not keep:
+        raise EvaluationError(f"c scale: the model has no training material of lattice {', '.join(AXIAL_LATTICES)}")
+    return dataclasses.replace(spec, phases=tuple(spec.phases[i] for i in keep),
+                               counts=tuple(spec.counts[i] for i in keep), unusable=0)
+
+
+def strained_master(name: str, scale: float, data: DataConfig) -> MasterPattern:
+    """The kinematical master pattern of catalogue material ``name`` at the data's voltage,
+    with c multiplied by ``scale`` (fractional coordinates kept)."""
+    entry = get_phase_entry(name)
+    a, b, c, alpha, beta, gamma = entry.lattice
+    c *= scale
+    if not clear_of([c / a], CUBIC_C_OVER_A.get(entry.bravais_lattice, ())):
+        raise EvaluationError(f"c scale: {scale:g} gives {name} c/a {c / a:.3f}, within 5 % of a cubic cell's; "
+                              "choose another scale")
+    strained = dataclasses.replace(entry, lattice=(a, b, c, alpha, beta, gamma))
+    return kinematical_master_pattern(strained.phase(), data.voltage_kv, half_size=data.master_half_size)
