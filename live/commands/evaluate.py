@@ -99,9 +99,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--doses, --voltages and --c-scales: one study at a time")
     study = doses or voltages or scales
     if (args.gradcam and (args.report is None or study)) or (args.checkpoint and not args.gradcam):
-        raise UserError("--gradcam needs --report DIR (and no study), and --checkpoint needs --gradcam")
+        raise UserError("--gradcam needs --report DIR (and no dose, voltage or axial-ratio study), "
+                        "and --checkpoint needs --gradcam")
     if args.refine and study:
-        raise UserError("--refine: scores a plain evaluation; leave out the study")
+        raise UserError("--refine: scores a plain evaluation; leave out the dose, voltage or axial-ratio study")
     if (doses or scales) and args.blind:
         raise UserError("--blind: the dose and axial-ratio studies use the test materials; leave out --blind")
     if args.master and (study or args.refine or args.blind or args.report is not None or args.gradcam):
