@@ -160,7 +160,7 @@ def evaluate_dose(spec: str | Path, doses: tuple[float, ...] = DEFAULT_DOSES, fr
     if not doses or min(doses) <= 0:
         raise EvaluationError(f"doses: need positive electrons per pixel, got {', '.join(map(str, doses))}")
     return lattice_sweep(spec, "dose", doses, frames, "test",
-                  lambda data, dose: simulate_split(data, "test", dose=dose))
+                         lambda data, dose: simulate_split(data, "test", dose=dose))
 
 
 def evaluate_voltage(spec: str | Path, voltages: tuple[float, ...] = DEFAULT_VOLTAGES, frames: int | None = None,
@@ -176,11 +176,11 @@ def evaluate_voltage(spec: str | Path, voltages: tuple[float, ...] = DEFAULT_VOL
                               f"got {', '.join(map(str, voltages))}")
     split = "blind" if blind else "test"
     return lattice_sweep(spec, "voltage_kv", voltages, frames, split,
-                  lambda data, kv: simulate_split(dataclasses.replace(data, voltage_kv=kv), split))
+                         lambda data, kv: simulate_split(dataclasses.replace(data, voltage_kv=kv), split))
 
 
 def lattice_sweep(spec: str | Path, variable: str, values: tuple[float, ...], frames: int | None, split: str,
-           make_split: Callable[[DataConfig, float], Shard]) -> dict:
+                  make_split: Callable[[DataConfig, float], Shard]) -> dict:
     """Score ``split`` of an EBSD lattice model's evaluation data made by ``make_split`` at
     each of ``values``: the rows of a dose, voltage or axial-ratio study (``SWEEPS``)."""
     model = load_for_evaluation(spec)

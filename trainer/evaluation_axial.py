@@ -21,7 +21,7 @@ from .datasets.store import SplitSpec
 from .evaluation import EvaluationError, lattice_sweep, synthesize_in_memory
 from .physics.catalogue import get_phase_entry
 from .physics.master_pattern import MasterPattern, kinematical_master_pattern
-from .physics.random_structures import clear_of
+from .physics.random_structures import MARGIN, clear_of
 
 AXIAL_LATTICES = ("hP", "tP", "tI")
 """Lattices whose type survives scaling c alone (tetragonal ones while c/a keeps clear of
@@ -56,11 +56,10 @@ def _strained_split(data: DataConfig, scale: float) -> Shard:
 def axial_spec(data: DataConfig) -> SplitSpec:
     """The test split cut down to its materials of ``AXIAL_LATTICES``, without empty frames."""
     spec = split_spec(data, "test")
-    keep = [i for i, name in enumerate(spec.phases) if get_phase_entry(name).bravais_lattice in AXIAL_LATTICES]
-    if not keep:
+    names = tuple(name for name in spec.phases if get_phase_entry(name).bravais_lattice in AXIAL_LATTICES)
+    if not names:
         raise EvaluationError(f"c scale: the model has no training material of lattice {', '.join(AXIAL_LATTICES)}")
-    return dataclasses.replace(spec, phases=tuple(spec.phases[i] for i in keep),
-                               counts=tuple(spec.counts[i] for i in keep), unusable=0)
+    return spec.restricted(names)
 
 
 def strained_master(name: str, scale: float, data: DataConfig) -> MasterPattern:
@@ -70,7 +69,8 @@ def strained_master(name: str, scale: float, data: DataConfig) -> MasterPattern:
     a, b, c, alpha, beta, gamma = entry.lattice
     c *= scale
     if not clear_of([c / a], CUBIC_C_OVER_A.get(entry.bravais_lattice, ())):
-        raise EvaluationError(f"c scale: {scale:g} gives {name} c/a {c / a:.3f}, within 5 % of a cubic cell's; "
+        raise EvaluationError(f"c scale: {scale:g} gives {name} c/a {c / a:.3f}, within {MARGIN * 100:g} % of a "
+                              "cubic cell's; "
                               "choose another scale")
     strained = dataclasses.replace(entry, lattice=(a, b, c, alpha, beta, gamma))
     return kinematical_master_pattern(strained.phase(), data.voltage_kv, half_size=data.master_half_size)

@@ -74,9 +74,7 @@ def _split_of(data: DataConfig, names: tuple[str, ...]) -> tuple[str, SplitSpec]
     for split in ("test", "blind"):
         spec = split_spec(data, split)
         if set(names) <= set(spec.phases):
-            keep = [spec.phases.index(name) for name in names]
-            return split, dataclasses.replace(spec, phases=names, counts=tuple(spec.counts[i] for i in keep),
-                                              unusable=0)
+            return split, spec.restricted(names)
     test, blind = split_spec(data, "test").phases, split_spec(data, "blind").phases
     raise EvaluationError(f"master: {', '.join(names)} must all be training materials ({', '.join(test)}) "
                           f"or all blind ones ({', '.join(blind)}) of this model")

@@ -29,7 +29,7 @@ import math
 import os
 import tempfile
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +77,12 @@ class SplitSpec:
     unusable: int
     pc_jitter: float
     cameras: str
+
+    def restricted(self, names: tuple[str, ...]) -> SplitSpec:
+        """This split cut down to ``names`` (some of its phases, each with its frame count),
+        without empty frames: the plan of a study of a few materials."""
+        keep = [self.phases.index(name) for name in names]
+        return replace(self, phases=tuple(names), counts=tuple(self.counts[i] for i in keep), unusable=0)
 
 
 def resolve_materials(data: DataConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:

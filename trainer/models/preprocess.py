@@ -53,9 +53,14 @@ class PatternNormalise(nn.Module):
         super().__init__()
         self.input_size = tuple(int(n) for n in input_size)
         self.sigma_px = background_sigma * self.input_size[1]
-        kernel = gaussian_kernel(self.sigma_px)
-        self.register_buffer("blur_rows", kernel.view(1, 1, -1, 1), persistent=False)
-        self.register_buffer("blur_cols", kernel.view(1, 1, 1, -1), persistent=False)
+        self.register_gaussian("blur", self.sigma_px)
+
+    def register_gaussian(self, name: str, sigma_px: float) -> None:
+        """``gaussian_kernel(sigma_px)`` as the row and column kernels ``separable_blur``
+        takes, buffers ``NAME_rows`` and ``NAME_cols`` (not saved: rebuilt from the size)."""
+        kernel = gaussian_kernel(sigma_px)
+        self.register_buffer(f"{name}_rows", kernel.view(1, 1, -1, 1), persistent=False)
+        self.register_buffer(f"{name}_cols", kernel.view(1, 1, 1, -1), persistent=False)
 
     def background(self, x: torch.Tensor) -> torch.Tensor:
         """The wide Gaussian blur of (N, 1, h, w) that stands for the backscatter dome."""
@@ -94,9 +99,7 @@ class LocalContrastNormalise(PatternNormalise):
     def __init__(self, input_size: tuple[int, int]) -> None:
         super().__init__(input_size)
         self.local_sigma_px = LOCAL_SIGMA * self.input_size[1]
-        kernel = gaussian_kernel(self.local_sigma_px)
-        self.register_buffer("local_rows", kernel.view(1, 1, -1, 1), persistent=False)
-        self.register_buffer("local_cols", kernel.view(1, 1, 1, -1), persistent=False)
+        self.register_gaussian("local", self.local_sigma_px)
 
     def local_power(self, x: torch.Tensor) -> torch.Tensor:
         """Gaussian-weighted mean of x² around each pixel."""
