@@ -89,6 +89,13 @@ class DataConfig:
     ``physics.master_pattern.band_family_scales``), so that a lattice is learnt from band
     geometry, not from two materials' band strengths; at ``voltage_kv``, where test, blind and
     demo frames are made, training sees each material as simulated."""
+    axial_jitter: float = 0.0
+    """EBSD only: above 0, the training and validation master patterns at every voltage of
+    ``train_voltages_kv`` but ``voltage_kv`` come from each material's cell with its free
+    axes (c; b and c below tetragonal) scaled by factors drawn log-uniformly from
+    [1/(1 + axial_jitter), 1 + axial_jitter] per material and voltage
+    (``physics.axial_ratios``), so that a lattice is learnt over a range of axial ratios,
+    not at its two materials' exact ones (``diffstream evaluate --axial-sweep``)."""
     dynamical_contrast: bool = False
     """EBSD only: the training and validation master patterns at every voltage of
     ``train_voltages_kv`` but ``voltage_kv`` are re-rendered with zone axes clipped (at a
@@ -281,10 +288,14 @@ def _check(section: Any, where: str) -> None:
     jitter = getattr(section, "band_jitter", 0.0)
     if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or not 0.0 <= jitter <= 2.0:
         raise ConfigError(f"{where}: band_jitter must be a number in [0, 2] (σ of the log factor), got {jitter!r}")
+    axial = getattr(section, "axial_jitter", 0.0)
+    if isinstance(axial, bool) or not isinstance(axial, (int, float)) or not 0.0 <= axial <= 1.0:
+        raise ConfigError(f"{where}: axial_jitter must be a number in [0, 1] (largest relative change of an "
+                          f"axis), got {axial!r}")
     contrast = getattr(section, "dynamical_contrast", False)
     if not isinstance(contrast, bool):
         raise ConfigError(f"{where}: dynamical_contrast must be true or false, got {contrast!r}")
-    for option, value in (("band_jitter", jitter), ("dynamical_contrast", contrast)):
+    for option, value in (("band_jitter", jitter), ("axial_jitter", axial), ("dynamical_contrast", contrast)):
         if value and not (kind == "ebsd" and section.source == "simulated" and set(voltages) - {section.voltage_kv}):
             raise ConfigError(f"{where}: {option} changes simulated EBSD training frames at the train_voltages_kv "
                               f"other than voltage_kv; set those (kind = \"ebsd\", source = \"simulated\")")

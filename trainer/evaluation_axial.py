@@ -7,30 +7,26 @@ their training materials' by far more than anything training varies (quartz c/a 
 Ti 1.59 and WC 0.98; anatase 2.51 against Sn 0.55 and Mo5Si3 0.51), so accuracy against c
 scale tells whether more variety of axial ratios is what the lattice map needs. Only the
 hexagonal and tetragonal materials are used, whose lattice stays what it was when c alone
-changes, as long as a tetragonal c/a keeps clear of a cubic cell's (``CUBIC_C_OVER_A``).
+changes, as long as a tetragonal c/a keeps clear of a cubic cell's
+(``physics.axial_ratios.rescaled``, which also strains training cells for ``axial_jitter``).
 """
 from __future__ import annotations
 
-import dataclasses
-import math
 from pathlib import Path
 
 from .config import DataConfig
 from .datasets import Shard, split_spec
 from .datasets.store import SplitSpec
 from .evaluation import EvaluationError, lattice_sweep, synthesize_in_memory
+from .physics.axial_ratios import rescaled
 from .physics.catalogue import get_phase_entry
 from .physics.master_pattern import MasterPattern, kinematical_master_pattern
-from .physics.random_structures import MARGIN, clear_of
 
 AXIAL_LATTICES = ("hP", "tP", "tI")
-"""Lattices whose type survives scaling c alone (tetragonal ones while c/a keeps clear of
-``CUBIC_C_OVER_A``); rhombohedral cells meet cubic ones at c/a √1.5 and √6, inside the
-range of a useful study for Al2O3 and ilmenite, and lower symmetries have more ratios."""
-
-CUBIC_C_OVER_A = {"tP": (1.0,), "tI": (1.0, math.sqrt(2.0))}
-"""c/a at which a tetragonal cell is cubic: tP is cP at 1; tI is cI at 1 and cF at √2 (its
-face-centred description, a√2 by a√2 by c, is then a cube)."""
+"""Lattices whose type survives scaling c alone (tetragonal ones while c/a keeps clear of a
+cubic cell's: 1 for tP, 1 or √2 for tI); rhombohedral cells meet cubic ones at c/a √1.5 and
+√6, inside the range of a useful study for Al2O3 and ilmenite, and lower symmetries have
+more ratios."""
 
 DEFAULT_C_SCALES = (0.8, 0.9, 1.0, 1.1, 1.2)
 """c scales of the study: ±20 %, a fraction of the spread of c/a between the materials of
@@ -65,12 +61,5 @@ def axial_spec(data: DataConfig) -> SplitSpec:
 def strained_master(name: str, scale: float, data: DataConfig) -> MasterPattern:
     """The kinematical master pattern of catalogue material ``name`` at the data's voltage,
     with c multiplied by ``scale`` (fractional coordinates kept)."""
-    entry = get_phase_entry(name)
-    a, b, c, alpha, beta, gamma = entry.lattice
-    c *= scale
-    if not clear_of([c / a], CUBIC_C_OVER_A.get(entry.bravais_lattice, ())):
-        raise EvaluationError(f"c scale: {scale:g} gives {name} c/a {c / a:.3f}, within {MARGIN * 100:g} % of a "
-                              "cubic cell's; "
-                              "choose another scale")
-    strained = dataclasses.replace(entry, lattice=(a, b, c, alpha, beta, gamma))
+    strained = rescaled(get_phase_entry(name), c=scale)
     return kinematical_master_pattern(strained.phase(), data.voltage_kv, half_size=data.master_half_size)

@@ -147,6 +147,7 @@ def build_card(config: Config, checkpoint: dict, metrics: dict) -> ModelCard:
             "patterns_per_lattice": config.data.patterns_per_lattice,
             "unusable_fraction": config.data.unusable_fraction,
             "band_jitter": config.data.band_jitter,
+            "axial_jitter": config.data.axial_jitter,
             "dynamical_contrast": config.data.dynamical_contrast,
             "geometry": {"frame_shape": list(config.data.frame_shape),
                          "pattern_centre_bruker": list(config.data.pattern_centre),

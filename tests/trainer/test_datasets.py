@@ -25,6 +25,7 @@ from diffstream.trainer.datasets import (
 from diffstream.trainer.datasets.store import (
     load_masters,
     master_contrast,
+    master_crystal,
     master_settings,
     shard_plans,
     split_key,
@@ -200,6 +201,27 @@ def test_band_jitter_applies_to_training_voltages_away_from_the_nominal_one() ->
     plain = dataclasses.replace(data, band_jitter=0.0)
     assert split_key(data, split_spec(data, "train")) != split_key(plain, split_spec(plain, "train"))
     assert split_key(data, split_spec(data, "test")) == split_key(plain, split_spec(plain, "test"))
+
+
+def test_axial_jitter_gives_each_training_voltage_a_cell_of_its_own() -> None:
+    """As band jitter: at voltage_kv and in test, blind and demo frames each material is its
+    catalogue cell; at the other training voltages it has one rescaled cell per voltage,
+    the same in training and validation."""
+    data = dataclasses.replace(TINY, train_voltages_kv=(15.0, 20.0, 25.0), axial_jitter=0.3)
+    assert master_crystal(data, "train", "Ti", 20.0) == "Ti"
+    for split in ("test", "blind", "demo"):
+        assert master_crystal(data, split, "Ti", 15.0) == "Ti"
+    cells = {kv: master_crystal(data, "train", "Ti", kv).structure.lattice.abcABG() for kv in (15.0, 25.0)}
+    assert cells[15.0] != cells[25.0]
+    assert master_crystal(data, "val", "Ti", 25.0).structure.lattice.abcABG() == cells[25.0]
+    ni = master_crystal(data, "train", "Ni", 25.0).structure.lattice.abcABG()
+    assert ni == pytest.approx(get_phase_entry("Ni").lattice), "a cubic cell has no free axis"
+    plain = dataclasses.replace(data, axial_jitter=0.0)
+    assert split_key(data, split_spec(data, "train")) != split_key(plain, split_spec(plain, "train"))
+    assert split_key(data, split_spec(data, "test")) == split_key(plain, split_spec(plain, "test"))
+    masters = load_masters(data, split_spec(data, "train"))
+    assert masters["Ti", 15.0].phase.structure.lattice.abcABG() == pytest.approx(cells[15.0])
+    assert masters["Ti", 20.0].phase.structure.lattice.abcABG() == pytest.approx(get_phase_entry("Ti").lattice)
 
 
 def test_dynamical_contrast_renders_training_voltages_away_from_the_nominal_one(tmp_path, monkeypatch) -> None:

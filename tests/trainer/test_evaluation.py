@@ -36,6 +36,7 @@ from diffstream.trainer.evaluation_dynamical import evaluate_dynamical
 from diffstream.trainer.evaluation_report import write_report, write_sweep_report
 from diffstream.trainer.export import ExportWrapper, export_checkpoint, onnx_session, run_onnx
 from diffstream.trainer.orientation import laue_operators, quaternions_to_matrices
+from diffstream.trainer.physics.errors import PhysicsInputError
 from diffstream.trainer.physics.sampling import random_quaternions
 from diffstream.trainer.sped_export import export_sped_checkpoint
 from diffstream.trainer.training import load_checkpoint, model_from_checkpoint, train
@@ -325,7 +326,7 @@ def test_strained_master_scales_c_alone_and_keeps_the_lattice() -> None:
     assert after.a == pytest.approx(before.a) and after.c == pytest.approx(1.2 * before.c)
     assert not np.allclose(plain.hemispheres, stretched.hemispheres, atol=1e-3)
     a, _, c, *_ = get_phase_entry("Sn").lattice
-    with pytest.raises(EvaluationError, match=r"Sn c/a 1\.000, within 5 % of a cubic cell's"):
+    with pytest.raises(PhysicsInputError, match=r"Sn c/a 1\.000, within 5 % of 1\.000"):
         strained_master("Sn", a / c, data)
 
 

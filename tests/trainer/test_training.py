@@ -67,6 +67,10 @@ def test_config_errors_name_the_field() -> None:
         parse_config({"name": "x", "data": {"dynamical_contrast": 1, "train_voltages_kv": [15, 25]}})
     with pytest.raises(ConfigError, match="band_jitter must be a number in"):
         parse_config({"name": "x", "data": {"band_jitter": -1, "train_voltages_kv": [15, 25]}})
+    with pytest.raises(ConfigError, match="axial_jitter changes simulated EBSD training frames"):
+        parse_config({"name": "x", "data": {"axial_jitter": 0.2}})
+    with pytest.raises(ConfigError, match=r"axial_jitter must be a number in \[0, 1\]"):
+        parse_config({"name": "x", "data": {"axial_jitter": 1.5, "train_voltages_kv": [15, 25]}})
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +99,7 @@ def test_export_of_the_quick_checkpoint(quick_run: Path, tmp_path: Path, capsys:
     assert {c.name: c.point_group for c in card.classes}["hR"] == "-3m"
     assert card.training["seed"] == {"data": 1, "train": 1}
     assert card.training["data"]["geometry"]["train_voltages_kv"] == [10.0, 15.0, 20.0, 25.0, 30.0]
-    assert card.training["data"]["band_jitter"] == 0.0
+    assert card.training["data"]["band_jitter"] == card.training["data"]["axial_jitter"] == 0.0
     assert set(card.metrics) >= {"validation", "test", "blind", "demo", "onnxruntime_cpu"}
 
 

@@ -33,9 +33,11 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from orix.crystal_map import Phase
 from tqdm import tqdm
 
 from diffstream.trainer.config import BLIND_REST, PAPER1_TRAINING, ConfigError, DataConfig
+from diffstream.trainer.physics.axial_ratios import rescaled_series
 from diffstream.trainer.physics.catalogue import get_phase_entry
 from diffstream.trainer.physics.geometry import EBSDGeometry
 from diffstream.trainer.physics.master_pattern import (
@@ -209,7 +211,8 @@ def split_key(data: DataConfig, spec: SplitSpec) -> str:
         settings.update(
             pattern_centre=list(data.pattern_centre), sample_tilt=data.sample_tilt, detector_tilt=data.detector_tilt,
             high_res_fraction=data.high_res_fraction,
-            masters=[master_pattern_cache_key(name, kv, **master_settings(data, spec.name, name, kv))
+            masters=[master_pattern_cache_key(master_crystal(data, spec.name, name, kv), kv,
+                                              **master_settings(data, spec.name, name, kv))
                      for name in spec.phases for kv in voltages])
         contrast = [master_contrast(data, spec.name, name, kv) for name in spec.phases for kv in voltages]
         if any(contrast):
@@ -275,6 +278,19 @@ def master_settings(data: DataConfig, split: str, phase: str, voltage_kv: float)
     return settings
 
 
+def master_crystal(data: DataConfig, split: str, phase: str, voltage_kv: float) -> str | Phase:
+    """The crystal a split's master pattern of ``phase`` at ``voltage_kv`` is simulated for:
+    the catalogue material, or, for training and validation away from the nominal voltage
+    with ``DataConfig.axial_jitter``, one of the material's cells with rescaled axes, a
+    different one at each such voltage (``physics.axial_ratios.rescaled_series``)."""
+    if not (data.axial_jitter and _varied_in_training(data, split, voltage_kv)):
+        return phase
+    varied = [kv for kv in split_voltages(data, split) if _varied_in_training(data, split, kv)]
+    seed = zlib.crc32(f"axes|{phase}|{data.seed}".encode())
+    series = rescaled_series(get_phase_entry(phase), data.axial_jitter, len(varied), seed)
+    return series[varied.index(voltage_kv)].phase()
+
+
 def master_contrast(data: DataConfig, split: str, phase: str, voltage_kv: float) -> dict | None:
     """The ``dynamical_contrast`` arguments (clip quantile, edge gain) a split's master
     pattern of ``phase`` at ``voltage_kv`` is re-rendered with, drawn from a seed of its own
@@ -288,8 +304,8 @@ def master_contrast(data: DataConfig, split: str, phase: str, voltage_kv: float)
 
 
 def _varied_in_training(data: DataConfig, split: str, voltage_kv: float) -> bool:
-    """Whether a split's master patterns at ``voltage_kv`` may be varied (band jitter,
-    dynamical contrast): training and validation only, and never at ``voltage_kv``, where
+    """Whether a split's master patterns at ``voltage_kv`` may be varied (band jitter, axial
+    jitter, dynamical contrast): training and validation only, and never at ``voltage_kv``, where
     test, blind and demo frames are made and training must see each material as simulated."""
     return split in ("train", "val") and voltage_kv != data.voltage_kv
 
@@ -299,7 +315,8 @@ def load_masters(data: DataConfig, spec: SplitSpec) -> dict[tuple[str, float], M
     masters = {}
     for name in spec.phases:
         for kv in split_voltages(data, spec.name):
-            master = kinematical_master_pattern(name, kv, **master_settings(data, spec.name, name, kv))
+            master = kinematical_master_pattern(master_crystal(data, spec.name, name, kv), kv,
+                                                **master_settings(data, spec.name, name, kv))
             contrast = master_contrast(data, spec.name, name, kv)
             masters[name, kv] = master if contrast is None else dynamical_contrast(master, **contrast)
     return masters
