@@ -92,10 +92,11 @@ class DataConfig:
     axial_jitter: float = 0.0
     """EBSD only: above 0, the training and validation master patterns at every voltage of
     ``train_voltages_kv`` but ``voltage_kv`` come from each material's cell with its free
-    axes (c; b and c below tetragonal) scaled by factors drawn log-uniformly from
-    [1/(1 + axial_jitter), 1 + axial_jitter] per material and voltage
-    (``physics.axial_ratios``), so that a lattice is learnt over a range of axial ratios,
-    not at its two materials' exact ones (``diffstream evaluate --axial-sweep``)."""
+    axes (c; b and c below tetragonal) scaled by factors within
+    [1/(1 + axial_jitter), 1 + axial_jitter], one cell per material and voltage, stratified
+    over the voltages (``physics.axial_ratios.rescaled_series``), so that a lattice is
+    learnt over a range of axial ratios, not at its two materials' exact ones
+    (``diffstream evaluate --axial-sweep``)."""
     dynamical_contrast: bool = False
     """EBSD only: the training and validation master patterns at every voltage of
     ``train_voltages_kv`` but ``voltage_kv`` are re-rendered with zone axes clipped (at a
