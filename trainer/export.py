@@ -36,6 +36,7 @@ from .config import Config
 from .datasets import ORDERED_SUPERSTRUCTURES, Shard, class_names, class_point_groups, load_split, score
 from .datasets.store import resolve_materials
 from .models import DiffractionNetwork
+from .models.network import rotation_output_meaning
 from .models.preprocess import PREPROCESSORS
 from .physics.catalogue import get_phase_entry
 from .training import config_from_checkpoint, load_checkpoint, model_from_checkpoint
@@ -47,9 +48,6 @@ PROGRAM_MAX_BATCH = 65536
 
 OUTPUT_MEANINGS = {
     "class_probabilities": "softmax over the 14 Bravais lattices (Pearson symbols, card.classes order)",
-    "rotation_matrix": "orientation (sample to crystal) as orix Rotation.to_matrix(), from the 6D representation "
-                       "(Zhou et al. 2019) by Gram-Schmidt; trained symmetry-aware, so it is one of the Laue-group "
-                       "equivalents; meaningful only for classes with orientation=true",
     "confidence": "sigmoid of the usable-pattern logit: probability that the frame holds a Kikuchi pattern",
 }
 
@@ -118,6 +116,14 @@ def preprocessing_text(checkpoint: dict, input_dtype: str) -> str:
     return f"inside the graph: cast {input_dtype} frames to float32; {layer.describe()}"
 
 
+def output_meanings(meanings: dict[str, str], checkpoint: dict) -> dict[str, str]:
+    """The card's output texts, in contract order: ``meanings`` plus ``rotation_matrix``'s,
+    which says how the checkpoint's rotation head makes the matrix."""
+    rotation = checkpoint["model"]["options"].get("rotation", "6d")
+    texts = {**meanings, "rotation_matrix": rotation_output_meaning(rotation)}
+    return {name: texts[name] for name in OUTPUTS}
+
+
 def build_card(config: Config, checkpoint: dict, metrics: dict) -> ModelCard:
     """The card of an EBSD model trained with ``config``: the classes with their point groups
     (``class_point_groups``), ``orientation`` on the lattices of the phases whose orientation
@@ -136,7 +142,7 @@ def build_card(config: Config, checkpoint: dict, metrics: dict) -> ModelCard:
         input_shape=tuple(config.data.frame_shape),
         input_dtype="uint8",
         classes=classes,
-        outputs=dict(OUTPUT_MEANINGS),
+        outputs=output_meanings(OUTPUT_MEANINGS, checkpoint),
         preprocessing=preprocessing_text(checkpoint, "uint8"),
         training=training_record(config, checkpoint, {
             "source": "kinematical master patterns (diffstream.trainer.physics) projected with the numpy "

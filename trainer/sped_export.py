@@ -17,16 +17,13 @@ import onnx
 from diffstream.engines.model_card import ModelCard, ModelClass, write_card
 
 from .config import Config
-from .export import export_network, preprocessing_text, training_record
+from .export import export_network, output_meanings, preprocessing_text, training_record
 from .physics.catalogue import get_phase_entry
 from .training import config_from_checkpoint, load_checkpoint, model_from_checkpoint
 
 INPUT_DTYPE = "uint16"
 OUTPUT_MEANINGS = {
     "class_probabilities": "softmax over the card's classes (the phases of the training set)",
-    "rotation_matrix": "orientation (sample to crystal) as orix Rotation.to_matrix(), from the 6D representation "
-                       "(Zhou et al. 2019) by Gram-Schmidt; trained with the loss that takes the minimum over the "
-                       "phase's Laue group, so it is one of the symmetry equivalents of the crystal's orientation",
     "confidence": "sigmoid of the usable-pattern logit: probability that the frame holds a spot pattern",
 }
 
@@ -45,7 +42,7 @@ def build_sped_card(config: Config, checkpoint: dict, metrics: dict) -> ModelCar
         input_shape=tuple(data.frame_shape),
         input_dtype=INPUT_DTYPE,
         classes=classes,
-        outputs=dict(OUTPUT_MEANINGS),
+        outputs=output_meanings(OUTPUT_MEANINGS, checkpoint),
         preprocessing=preprocessing_text(checkpoint, INPUT_DTYPE),
         training=training_record(config, checkpoint, {
             "source": "kinematic precession (SPED) spot patterns (diffstream.trainer.physics.sped), Poisson "

@@ -3,8 +3,10 @@ epoch, early stopping and resumable checkpoints.
 
 Loss = cross-entropy on the lattice (usable frames only: a frame with no pattern has no
 lattice) + ``orientation_weight`` × the symmetry-aware rotation loss (usable frames of the
-phases whose orientation is trained; the others have no operator row and are masked), or
-paper 2's Huber loss on normalised Euler angles (``orientation_loss = "euler-huber"``) +
+phases whose orientation is trained; the others have no operator row and are masked: for a
+``rotation = "grid"`` network the divergence of its bins from the label's bump,
+``orientation_grid.grid_loss``), or paper 2's Huber loss on normalised Euler angles
+(``orientation_loss = "euler-huber"``) +
 ``usable_weight`` × binary cross-entropy of the usable logit (every frame). Paper 2's
 stopping rule (validation R² on Euler angles, every ``r2_every`` epochs) may end a run
 besides early stopping on the validation loss.
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from orix.crystal_map import Phase
 from orix.quaternion import Rotation
 from torch import nn
 from tqdm import tqdm
@@ -32,6 +35,7 @@ from .datasets import LATTICES, Shard, class_names, load_split, paper2_scores, s
 from .datasets.store import resolve_materials
 from .models import DiffractionNetwork, NetworkOutputs, build_model
 from .orientation import EULER_RANGES, indexed_euler, operator_table, quaternions_to_matrices, symmetry_aware_loss
+from .orientation_grid import GridRotation, grid_loss
 from .physics.catalogue import get_phase_entry
 
 CHECKPOINT_FORMAT = 1
@@ -112,9 +116,11 @@ class MultiTaskLoss(nn.Module):
     """The three-part loss of the module docstring; returns the total and its parts."""
 
     def __init__(self, operators: np.ndarray, orientation_weight: float, usable_weight: float,
-                 class_weights: np.ndarray | None = None, orientation_loss: str = "symmetry-aware") -> None:
+                 class_weights: np.ndarray | None = None, orientation_loss: str = "symmetry-aware",
+                 grid: GridRotation | None = None) -> None:
         super().__init__()
         self.orientation_loss = orientation_loss
+        self.grid = grid
         self.register_buffer("operators", torch.tensor(operators, dtype=torch.float32))
         self.register_buffer("class_weights", None if class_weights is None else
                              torch.tensor(class_weights, dtype=torch.float32))
@@ -134,6 +140,9 @@ class MultiTaskLoss(nn.Module):
             if out.euler is None:
                 raise TrainingError("train.orientation_loss euler-huber needs a network with rotation = 'euler'")
             rot = nn.functional.huber_loss(out.euler[oriented], batch["euler"][oriented])
+        elif oriented.any() and self.grid is not None:
+            ops = self.operators[rows[oriented]]
+            rot = grid_loss(out.rotation_logits[oriented], batch["rotation"][oriented], ops, self.grid).mean()
         elif oriented.any():
             ops = self.operators[rows[oriented]]
             rot = symmetry_aware_loss(out.rotation[oriented], batch["rotation"][oriented], ops).mean()
@@ -168,7 +177,7 @@ def train(config: Config, out_dir: str | Path, device: str = "cpu", resume: bool
     model = _build(config).to(dev)
     loss_fn = MultiTaskLoss(task.operators, config.train.orientation_weight, config.train.usable_weight,
                             class_weight_vector(config.train.class_weights, classes),
-                            config.train.orientation_loss).to(dev)
+                            config.train.orientation_loss, model.grid).to(dev)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.train.learning_rate,
                                  weight_decay=config.train.weight_decay)
     steps_per_epoch = math.ceil(len(train_data) / config.train.batch_size)
@@ -223,8 +232,21 @@ def class_weight_vector(weights: dict[str, float], classes: tuple[str, ...] = LA
 
 
 def _build(config: Config) -> DiffractionNetwork:
+    """The config's network; a grid rotation head gets its point group from the orientation
+    phases (so the checkpoint's options hold it), which must then share one Laue group."""
+    options = dict(config.model.options)
+    if "grid_point_group" in options:
+        raise TrainingError("model.grid_point_group comes from data.orientation_phases; leave it out of the config")
+    if options.get("rotation") == "grid":
+        training, _ = resolve_materials(config.data)
+        phases = [p for p in config.data.orientation_phases if p in training]
+        groups = {get_phase_entry(p).point_group: p for p in phases}
+        if len({Phase(point_group=g).point_group.laue.name for g in groups}) != 1:
+            raise TrainingError(f"model.rotation = 'grid' needs orientation phases of one Laue group, got "
+                                f"{', '.join(phases) or 'none'}")
+        options["grid_point_group"] = next(iter(groups))
     return build_model(config.model.architecture, len(class_names(config.data)), config.model.input_size,
-                       **config.model.options)
+                       **options)
 
 
 def euler_r2(data: Batchable, rotations: np.ndarray) -> float:

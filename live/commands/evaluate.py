@@ -241,7 +241,8 @@ def _summary(result: dict) -> str:
                          f"{stats['from_dictionary']:.1%} from the dictionary, {stats['frames_per_second']} frames/s")
     if "median_disorientation_deg" in result:
         lines.append(f"  disorientation: median {result['median_disorientation_deg']}°, "
-                     f"mean {result['mean_disorientation_deg']}°, 95th percentile {result['p95_disorientation_deg']}°")
+                     f"mean {result['mean_disorientation_deg']}°, 95th percentile {result['p95_disorientation_deg']}°, "
+                     f"{result['within_10deg']:.1%} within 10°")
         lines += _euler_lines(result)
         for name, stats in result.get("refined_disorientation_deg", {}).items():
             lines.append(f"  {name} template matching: median {stats['median']}°, mean {stats['mean']}°, "

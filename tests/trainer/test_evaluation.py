@@ -22,6 +22,7 @@ from diffstream.trainer.datasets import paper2_scores
 from diffstream.trainer.evaluation import (
     EVALUATION_SEED_OFFSET,
     EvaluationError,
+    disorientation_stats,
     equivalent_switches,
     euler_scores,
     evaluate_dose,
@@ -81,12 +82,20 @@ def test_sped_graph_takes_uint16_and_matches_torch(sped_model: tuple[Path, Path]
         assert np.abs(ours - theirs.numpy()).max() <= 1e-4
 
 
+def test_disorientation_stats_count_the_frames_within_ten_degrees() -> None:
+    """Turns about the triad of -3m: 40° stays 40° (the next equivalent is 80° away)."""
+    angles = np.radians([1.0, 5.0, 20.0, 40.0])
+    quaternions = np.stack([np.cos(angles / 2), 0 * angles, 0 * angles, np.sin(angles / 2)], axis=1)
+    stats = disorientation_stats(np.tile(np.eye(3), (4, 1, 1)), quaternions, "-3m")
+    assert stats["within_10deg"] == 0.5 and stats["median"] == pytest.approx(12.5, abs=1e-3)
+
+
 def test_sped_evaluation(sped_model: tuple[Path, Path]) -> None:
     result = evaluate_model(sped_model[0], frames=8)
     assert result["kind"] == "4dstem" and result["frames"] == 8 and result["split"] == "test"
     assert result["data_seed"] == 1003
     assert 0 <= result["median_disorientation_deg"] <= result["p95_disorientation_deg"] <= 180
-    assert 0 <= result["mean_disorientation_deg"] <= 180
+    assert 0 <= result["mean_disorientation_deg"] <= 180 and 0 <= result["within_10deg"] <= 1
     for key in ("euler", "euler_raw"):
         assert result[key]["mae_deg"] >= 0 and result[key]["mse_deg2"] >= result[key]["mae_deg"] ** 2 - 1e-6
         assert result[key]["r2"] <= 1

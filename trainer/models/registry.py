@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..orientation_grid import GridRotation
 from .compact import CompactBackbone
-from .network import ROTATIONS, DiffractionNetwork, head_width
+from .network import ROTATION_DIMS, ROTATIONS, DiffractionNetwork, head_width
 from .paper_cnn import PaperCNN
 from .preprocess import PREPROCESSORS
 from .timm_backbones import TIMM_NAMES, timm_backbone
@@ -41,19 +42,21 @@ def build_model(name: str, num_classes: int = 14, input_size: tuple[int, int] | 
     """A freshly initialised network ``name`` with ``num_classes`` class logits, a rotation and a
     usable head. ``options`` go to the backbone (e.g. ``widths`` for ``compact``), except
     ``preprocess`` (``preprocess.PREPROCESSORS``: "background" or "background-local" for EBSD,
-    "log-unit" for SPED) and ``rotation`` (``network.ROTATIONS``: "6d", or paper 2's "euler");
-    they are kept on the network so that a checkpoint can rebuild it."""
+    "log-unit" for SPED), ``rotation`` (``network.ROTATIONS``: "6d", paper 2's "euler", or
+    "grid" with ``grid_point_group`` and ``grid_resolution`` in degrees); they are kept on the
+    network so that a checkpoint can rebuild it."""
     if name not in DEFAULT_INPUT_SIZES:
         raise ModelSpecError(f"model: unknown architecture {name!r}; known: {', '.join(MODEL_NAMES)}")
     size = tuple(int(n) for n in (input_size or DEFAULT_INPUT_SIZES[name]))
-    outputs = head_width(num_classes)
     preprocess = str(options.get("preprocess", "background"))
     if preprocess not in PREPROCESSORS:
         raise ModelSpecError(f"model: unknown preprocess {preprocess!r}; known: {', '.join(PREPROCESSORS)}")
     rotation = str(options.get("rotation", "6d"))
     if rotation not in ROTATIONS:
         raise ModelSpecError(f"model: unknown rotation {rotation!r}; known: {', '.join(ROTATIONS)}")
-    backbone_options = {k: v for k, v in options.items() if k not in ("preprocess", "rotation")}
+    grid = _grid_head(rotation, options)
+    outputs = head_width(num_classes, grid.bins if grid else ROTATION_DIMS)
+    backbone_options = {k: v for k, v in options.items() if k not in ("preprocess", "rotation", *GRID_OPTIONS)}
     backbone: nn.Module
     if name == "compact":
         backbone = CompactBackbone(outputs, input_size=size, **_tuples(backbone_options))
@@ -64,7 +67,25 @@ def build_model(name: str, num_classes: int = 14, input_size: tuple[int, int] | 
             raise ModelSpecError(f"model: {name} takes no options, got {', '.join(backbone_options)}")
         backbone = timm_backbone(name, outputs, size)
     return DiffractionNetwork(backbone, num_classes, size, name, {"input_size": list(size), **options},
-                              preprocess=preprocess, rotation=rotation)
+                              preprocess=preprocess, rotation=rotation, grid=grid)
+
+
+GRID_OPTIONS = ("grid_point_group", "grid_resolution")
+
+
+def _grid_head(rotation: str, options: dict) -> GridRotation | None:
+    """The grid head of a ``rotation = "grid"`` network; its options are refused elsewhere."""
+    given = [k for k in GRID_OPTIONS if k in options]
+    if rotation != "grid":
+        if given:
+            raise ModelSpecError(f"model: {', '.join(given)} need rotation = 'grid'")
+        return None
+    if len(given) < len(GRID_OPTIONS):
+        raise ModelSpecError(f"model: rotation = 'grid' needs {' and '.join(GRID_OPTIONS)}")
+    resolution = options["grid_resolution"]
+    if isinstance(resolution, bool) or not isinstance(resolution, (int, float)) or not 3.0 <= resolution <= 30.0:
+        raise ModelSpecError(f"model: grid_resolution must be a number of degrees in [3, 30], got {resolution!r}")
+    return GridRotation(str(options["grid_point_group"]), float(resolution))
 
 
 def _tuples(options: dict) -> dict:
