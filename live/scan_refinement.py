@@ -1,7 +1,7 @@
 """``diffstream refine``: a scan's orientations refined to a fraction of a degree, after the scan.
 
 The live map shows the network's orientations, which for ``ebsd-lattice`` lie 10-16° from
-the truth as a median and for ``sped-orientation`` near 60°: enough to watch grains appear,
+the truth as a median and for ``sped-orientation`` near 45°: enough to watch grains appear,
 not for texture or grain-boundary analysis. This reads the scan back (a recording, or any
 pattern file ``replay`` reads), runs the model on every frame as the live map did (through
 a :class:`~.map_assembler.MapAssembler`, so classes, confidence and orientations are the

@@ -111,7 +111,7 @@ def test_grid_needs_one_laue_group() -> None:
 
 
 def test_quick_grid_run_exports_and_matches_onnxruntime(tmp_path: Path) -> None:
-    config = load_config(CONFIGS / "sped-orientation-grid.toml", quick=True)
+    config = load_config(CONFIGS / "sped-orientation.toml", quick=True)
     train(config, tmp_path / "run", progress=False)
     checkpoint = load_checkpoint(tmp_path / "run" / "best.pt")
     assert checkpoint["model"]["options"]["grid_point_group"] == "-3m"
