@@ -83,6 +83,7 @@ def test_quick_run_checks_r2_and_exports(tmp_path: Path) -> None:
     history = checkpoint["state"]["history"]
     assert all(entry["val_euler_r2"] <= 1 for entry in history)
     assert len(history) == 2 or history[-1]["val_euler_r2"] >= 0.95
-    export_sped_checkpoint(tmp_path / "run" / "best.pt", tmp_path / "paper2.onnx")
+    card = export_sped_checkpoint(tmp_path / "run" / "best.pt", tmp_path / "paper2.onnx")
+    assert "Euler angles" in card.outputs["rotation_matrix"] and "Laue" not in card.outputs["rotation_matrix"]
     result = evaluate_model(tmp_path / "paper2.onnx", frames=8)
     assert result["frames"] == 8 and result["euler_raw"]["r2"] <= 1

@@ -25,11 +25,14 @@ Bunge Euler angles (paper 2's; the other three outputs go unused), or logits ove
 the fundamental zone (``orientation_grid``; needs ``grid_point_group`` and
 ``grid_resolution``)."""
 USABLE_DIMS = 1
+_SYMMETRY_AWARE = ("trained with a loss that takes the minimum over the phase's Laue group, so it is one of the "
+                   "symmetry equivalents of the crystal's orientation")
 ROTATION_MEANINGS = {
-    "6d": "from the 6D representation (Zhou et al. 2019) by Gram-Schmidt",
-    "euler": "from three regressed Bunge Euler angles (paper 2)",
+    "6d": f"from the 6D representation (Zhou et al. 2019) by Gram-Schmidt; {_SYMMETRY_AWARE}",
+    "euler": "from three regressed Bunge Euler angles (paper 2), trained on the labels' angles in the Euler "
+             "fundamental region as an indexing program writes them",
     "grid": "the probability-weighted mean of the most likely orientation of a grid over the Laue group's "
-            "fundamental zone and its nearest grid neighbours",
+            f"fundamental zone and its nearest grid neighbours; {_SYMMETRY_AWARE}",
 }
 
 
@@ -41,8 +44,7 @@ def head_width(num_classes: int, rotation_dims: int = ROTATION_DIMS) -> int:
 def rotation_output_meaning(rotation: str) -> str:
     """The model card's text for ``rotation_matrix`` of a network with this rotation head."""
     return (f"orientation (sample to crystal) as orix Rotation.to_matrix(), {ROTATION_MEANINGS[rotation]}; "
-            "trained with a loss that takes the minimum over the phase's Laue group, so it is one of the symmetry "
-            "equivalents of the crystal's orientation; meaningful only for classes with orientation=true")
+            "meaningful only for classes with orientation=true")
 
 
 class NetworkOutputs(NamedTuple):
