@@ -140,12 +140,10 @@ class MultiTaskLoss(nn.Module):
             if out.euler is None:
                 raise TrainingError("train.orientation_loss euler-huber needs a network with rotation = 'euler'")
             rot = nn.functional.huber_loss(out.euler[oriented], batch["euler"][oriented])
-        elif oriented.any() and self.grid is not None:
-            ops = self.operators[rows[oriented]]
-            rot = grid_loss(out.rotation_logits[oriented], batch["rotation"][oriented], ops, self.grid).mean()
         elif oriented.any():
-            ops = self.operators[rows[oriented]]
-            rot = symmetry_aware_loss(out.rotation[oriented], batch["rotation"][oriented], ops).mean()
+            ops, target = self.operators[rows[oriented]], batch["rotation"][oriented]
+            rot = (grid_loss(out.rotation_logits[oriented], target, ops, self.grid) if self.grid is not None
+                   else symmetry_aware_loss(out.rotation[oriented], target, ops)).mean()
         else:
             rot = out.rotation.sum() * 0
         bce = nn.functional.binary_cross_entropy_with_logits(out.usable_logit, batch["usable"])
@@ -174,7 +172,7 @@ def train(config: Config, out_dir: str | Path, device: str = "cpu", resume: bool
     val_data = Batchable.from_shard(val_shard, task)
 
     classes = class_names(config.data)
-    model = _build(config).to(dev)
+    model = _build(config, task).to(dev)
     loss_fn = MultiTaskLoss(task.operators, config.train.orientation_weight, config.train.usable_weight,
                             class_weight_vector(config.train.class_weights, classes),
                             config.train.orientation_loss, model.grid).to(dev)
@@ -231,20 +229,17 @@ def class_weight_vector(weights: dict[str, float], classes: tuple[str, ...] = LA
     return np.array([float(weights.get(name, 1.0)) for name in classes])
 
 
-def _build(config: Config) -> DiffractionNetwork:
+def _build(config: Config, task: OrientationTask) -> DiffractionNetwork:
     """The config's network; a grid rotation head gets its point group from the orientation
-    phases (so the checkpoint's options hold it), which must then share one Laue group."""
+    task's phases (so the checkpoint's options hold it), which must then share one Laue group."""
     options = dict(config.model.options)
     if "grid_point_group" in options:
         raise TrainingError("model.grid_point_group comes from data.orientation_phases; leave it out of the config")
     if options.get("rotation") == "grid":
-        training, _ = resolve_materials(config.data)
-        phases = [p for p in config.data.orientation_phases if p in training]
-        groups = {get_phase_entry(p).point_group: p for p in phases}
-        if len({Phase(point_group=g).point_group.laue.name for g in groups}) != 1:
+        if len({Phase(point_group=g).point_group.laue.name for g in task.point_groups}) != 1:
             raise TrainingError(f"model.rotation = 'grid' needs orientation phases of one Laue group, got "
-                                f"{', '.join(phases) or 'none'}")
-        options["grid_point_group"] = next(iter(groups))
+                                f"{', '.join(task.phases) or 'none'}")
+        options["grid_point_group"] = task.point_groups[0]
     return build_model(config.model.architecture, len(class_names(config.data)), config.model.input_size,
                        **options)
 

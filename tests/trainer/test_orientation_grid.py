@@ -17,7 +17,14 @@ from diffstream.trainer.models import ModelSpecError, build_model
 from diffstream.trainer.orientation import disorientation_deg, laue_operators
 from diffstream.trainer.orientation_grid import GridRotation, grid_loss, orientation_grid, soft_targets
 from diffstream.trainer.sped_export import export_sped_checkpoint
-from diffstream.trainer.training import TrainingError, _build, load_checkpoint, model_from_checkpoint, train
+from diffstream.trainer.training import (
+    OrientationTask,
+    TrainingError,
+    _build,
+    load_checkpoint,
+    model_from_checkpoint,
+    train,
+)
 
 CONFIGS = Path(__file__).resolve().parents[2] / "trainer" / "configs"
 RESOLUTION = 10.0
@@ -107,7 +114,7 @@ def test_grid_needs_one_laue_group() -> None:
     options = {**config.model.options, "rotation": "grid", "grid_resolution": 10.0}
     config = dataclasses.replace(config, model=dataclasses.replace(config.model, options=options))
     with pytest.raises(TrainingError, match="one Laue group, got Ni, Fe, Ti"):
-        _build(config)
+        _build(config, OrientationTask.for_phases(config.data.orientation_phases))
 
 
 def test_quick_grid_run_exports_and_matches_onnxruntime(tmp_path: Path) -> None:
