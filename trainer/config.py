@@ -230,6 +230,9 @@ def parse_config(raw: dict, text: str = "", quick: bool = False, origin: str = "
                                     and train.orientation_loss == "symmetry-aware"):
         raise ConfigError(f"{origin} [train]: quarter_turns is exact only for simulated 4D-STEM frames "
                           f"(kind = \"4dstem\", source = \"simulated\") with orientation_loss = \"symmetry-aware\"")
+    if sections["model"].options.get("preprocess") == "log-unit-friedel" and data.kind != "4dstem":
+        raise ConfigError(f"{origin} [model]: preprocess = \"log-unit-friedel\" is for 4D-STEM frames with the "
+                          "direct beam at the centre (kind = \"4dstem\"); a Kikuchi pattern has no half-turn twin")
     return Config(name=str(raw["name"]), description=str(raw.get("description", "")), source=text,
                   quick=quick, **sections)
 

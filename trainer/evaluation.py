@@ -68,7 +68,7 @@ from .orientation import disorientation_deg, indexed_euler, laue_operators, near
 from .physics.catalogue import get_phase_entry
 from .physics.master_pattern import VOLTAGE_RANGE_KV, MasterPattern
 from .physics.refinement import OrientationRefiner
-from .physics.sped_indexing import MIN_RELIABILITY, SpedIndexer
+from .physics.sped_indexing import HALF_TURN, MIN_RELIABILITY, SpedIndexer
 
 EVALUATION_SEED_OFFSET = 1000
 """Added to the config's data seed: the splits of a seed are disjoint draws, so seed + 1000
@@ -343,13 +343,15 @@ def evaluate_sped(path: str | Path, data: DataConfig, split: str, refine: bool =
     for name in dict.fromkeys(shard.phase[usable].tolist()):
         rows = np.flatnonzero(usable & (shard.phase == name))
         group = get_phase_entry(name).point_group
-        per_phase[name] = _orientation_scores(rotations[rows], shard.quaternions[rows], group)
+        per_phase[name] = {**_orientation_scores(rotations[rows], shard.quaternions[rows], group),
+                           "half_turn": half_turn_stats(rotations[rows], shard.quaternions[rows], group)}
     first = per_phase[next(iter(per_phase))]
     result.update({
         "median_disorientation_deg": first["median"],
         "mean_disorientation_deg": first["mean"],
         "p95_disorientation_deg": first["p95"],
         "within_10deg": first["within_10deg"],
+        "half_turn": first["half_turn"],
         "euler": first["euler"],
         "euler_raw": first["euler_raw"],
         "per_phase": per_phase,
@@ -382,6 +384,26 @@ def disorientation_stats(predicted: np.ndarray, quaternions: np.ndarray, point_g
     return {"mean": round(float(angles.mean()), 3), "median": round(float(np.median(angles)), 3),
             "p95": round(float(np.percentile(angles, 95)), 3), "within_10deg": _mean(angles < 10.0),
             "frames": int(len(angles))}
+
+
+def half_turn_stats(predicted: np.ndarray, quaternions: np.ndarray, point_group: str) -> dict:
+    """How a SPED network's error splits: the median disorientation and the share within 10°
+    counting the orientation turned by 180° about the beam as right too (within the
+    zero-order Laue zone its pattern equals the truth's, by Friedel's law), the share of the
+    frames so counted within 10° that are on that twin, and the median angle between the
+    predicted and true beam directions in the crystal, up to symmetry, which the half turn
+    leaves in place."""
+    truth = quaternions_to_matrices(quaternions)
+    operators = laue_operators(point_group)
+    plain = disorientation_deg(predicted, truth, operators)
+    counted = np.minimum(plain, disorientation_deg(predicted, truth @ HALF_TURN, operators))
+    near = counted < 10.0
+    beam = np.einsum("kij,nj->nki", operators, truth[:, :, 2])  # symmetry equivalents of the beam direction
+    cosine = np.abs(np.einsum("nki,ni->nk", beam, np.asarray(predicted)[:, :, 2])).max(axis=1)
+    beam_deg = np.degrees(np.arccos(np.clip(cosine, 0.0, 1.0)))
+    return {"median": round(float(np.median(counted)), 3), "within_10deg": _mean(near),
+            "on_twin": _mean(plain[near] >= 10.0) if near.any() else None,
+            "beam_direction_median_deg": round(float(np.median(beam_deg)), 3)}
 
 
 def equivalent_switches(predicted: np.ndarray, quaternions: np.ndarray, grain_id: np.ndarray,

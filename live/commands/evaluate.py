@@ -243,6 +243,10 @@ def _summary(result: dict) -> str:
         lines.append(f"  disorientation: median {result['median_disorientation_deg']}°, "
                      f"mean {result['mean_disorientation_deg']}°, 95th percentile {result['p95_disorientation_deg']}°, "
                      f"{result['within_10deg']:.1%} within 10°")
+        twin = result["half_turn"]
+        lines.append(f"  counting the half turn about the beam as right: median {twin['median']}°, "
+                     f"{twin['within_10deg']:.1%} within 10°; "
+                     f"beam direction median {twin['beam_direction_median_deg']}°")
         lines += _euler_lines(result)
         for name, stats in result.get("refined_disorientation_deg", {}).items():
             lines.append(f"  {name} template matching: median {stats['median']}°, mean {stats['mean']}°, "

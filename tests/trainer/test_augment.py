@@ -1,5 +1,7 @@
-"""Quarter turns about the beam: a turned training frame is the simulator's frame of the
-turned orientation, and the config admits the turns only where that holds."""
+"""Turns about the beam: a turned training frame is the simulator's frame of the turned
+orientation, and the config admits the turns only where that holds; the Friedel channel
+(the part of a frame odd under the half turn) is large in SPED frames, and only 4D-STEM
+configs take it."""
 from __future__ import annotations
 
 import dataclasses
@@ -13,11 +15,14 @@ from orix.quaternion import Rotation
 from diffstream.trainer.augment import epoch_turns, quarter_turn_matrices, turn_about_beam
 from diffstream.trainer.config import ConfigError, load_config, parse_config
 from diffstream.trainer.datasets.sped_synthesis import _reflections, sped_geometry
+from diffstream.trainer.models.preprocess import FriedelPairs
 from diffstream.trainer.physics.sampling import uniform_quaternions
 from diffstream.trainer.physics.sped import RenderSettings, render_patterns, simulate_spots
 from diffstream.trainer.training import train
 
 GEOMETRY = sped_geometry((128, 128), 300.0)
+MEASURED_ODD_SHARE = 0.72
+"""Median rms of the odd part over the rms of the centred image, 8 noise-free LiNiO2 frames."""
 
 
 def _frames(matrices: np.ndarray) -> np.ndarray:
@@ -44,6 +49,22 @@ def test_turned_frame_is_the_turned_orientation_s_frame() -> None:
     assert torch.equal(turned["frames"][0], batch["frames"][0])
 
 
+def test_friedel_channel_of_simulated_frames() -> None:
+    """On a flat Ewald sphere Friedel's law would make a SPED pattern its own half turn; the
+    sphere's curvature breaks it. The part of the frame odd under the half turn
+    (``FriedelPairs``' second channel) is a large share of the pattern, and the orientation
+    turned by 180° about the beam has the same part with the opposite sign."""
+    matrices = Rotation(uniform_quaternions(8, np.random.default_rng(5))).to_matrix()
+    half_turn = quarter_turn_matrices()[2].numpy().astype(np.float64)
+    layer = FriedelPairs((64, 64))
+    pairs = layer(torch.from_numpy(_frames(matrices)))
+    twins = layer(torch.from_numpy(_frames(matrices @ half_turn)))
+    rms = lambda x: x.pow(2).mean(dim=(1, 2)).sqrt()  # noqa: E731
+    odd, image = pairs[:, 1], pairs[:, 0] - pairs[:, 0].mean(dim=(1, 2), keepdim=True)
+    assert torch.median(rms(odd) / rms(image)) > MEASURED_ODD_SHARE / 2
+    assert torch.all(rms(twins[:, 1] + odd) < 0.05 * rms(odd))
+
+
 def test_quarter_turns_are_rotations_about_the_optic_axis() -> None:
     matrices = quarter_turn_matrices().numpy()
     expected = Rotation.from_axes_angles([0, 0, 1], np.arange(4) * np.pi / 2).to_matrix()
@@ -63,6 +84,14 @@ def test_config_admits_turns_only_where_they_are_exact() -> None:
         parse_config({"name": "x", "train": {"quarter_turns": True}})
     with pytest.raises(ConfigError, match="quarter_turns"):
         parse_config({**raw, "train": {"quarter_turns": True, "orientation_loss": "euler-huber"}})
+
+
+def test_config_admits_friedel_channel_only_for_4dstem() -> None:
+    model = {"preprocess": "log-unit-friedel"}
+    data = {"kind": "4dstem", "materials": ["LiNiO2"], "patterns": 100}
+    assert parse_config({"name": "x", "model": model, "data": data}).model.options == model
+    with pytest.raises(ConfigError, match="log-unit-friedel"):
+        parse_config({"name": "x", "model": model})
 
 
 def test_quick_training_with_turns(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from orix.quaternion import Rotation
 from scipy import ndimage
 
 from conftest import run_diffstream
@@ -28,6 +29,7 @@ from diffstream.trainer.evaluation import (
     evaluate_dose,
     evaluate_model,
     evaluate_voltage,
+    half_turn_stats,
     load_for_evaluation,
     precision_recall,
     simulate_split,
@@ -38,7 +40,7 @@ from diffstream.trainer.evaluation_report import write_report, write_sweep_repor
 from diffstream.trainer.export import ExportWrapper, export_checkpoint, onnx_session, run_onnx
 from diffstream.trainer.orientation import laue_operators, quaternions_to_matrices
 from diffstream.trainer.physics.errors import PhysicsInputError
-from diffstream.trainer.physics.sampling import random_quaternions
+from diffstream.trainer.physics.sampling import random_quaternions, uniform_quaternions
 from diffstream.trainer.sped_export import export_sped_checkpoint
 from diffstream.trainer.training import load_checkpoint, model_from_checkpoint, train
 
@@ -90,12 +92,29 @@ def test_disorientation_stats_count_the_frames_within_ten_degrees() -> None:
     assert stats["within_10deg"] == 0.5 and stats["median"] == pytest.approx(12.5, abs=1e-3)
 
 
+def test_half_turn_stats_split_the_twin_from_the_rest() -> None:
+    """Two frames answered with the truth turned by 180° about the beam, two turned 20° about
+    the sample's x axis: the twins count as right and keep the beam direction; the tilts tip
+    the beam by 20°."""
+    truth = Rotation(uniform_quaternions(4, np.random.default_rng(1)))
+    tilt = Rotation.from_axes_angles([1, 0, 0], np.radians(20)).to_matrix()[0]
+    half_turn = np.diag([-1.0, -1.0, 1.0])
+    predicted = np.concatenate([truth[:2].to_matrix() @ half_turn, truth[2:].to_matrix() @ tilt])
+    stats = half_turn_stats(predicted, truth.data, "-3m")
+    assert disorientation_stats(predicted[:2], truth.data[:2], "-3m")["median"] > 10
+    assert stats["within_10deg"] == 0.5 and stats["on_twin"] == 1.0
+    assert stats["median"] == pytest.approx(10.0, abs=1e-3)  # 0, 0, 20, 20
+    assert stats["beam_direction_median_deg"] == pytest.approx(10.0, abs=1e-3)
+
+
 def test_sped_evaluation(sped_model: tuple[Path, Path]) -> None:
     result = evaluate_model(sped_model[0], frames=8)
     assert result["kind"] == "4dstem" and result["frames"] == 8 and result["split"] == "test"
     assert result["data_seed"] == 1003
     assert 0 <= result["median_disorientation_deg"] <= result["p95_disorientation_deg"] <= 180
     assert 0 <= result["mean_disorientation_deg"] <= 180 and 0 <= result["within_10deg"] <= 1
+    assert result["half_turn"]["median"] <= result["median_disorientation_deg"]
+    assert result["half_turn"]["within_10deg"] >= result["within_10deg"]
     for key in ("euler", "euler_raw"):
         assert result[key]["mae_deg"] >= 0 and result[key]["mse_deg2"] >= result[key]["mae_deg"] ** 2 - 1e-6
         assert result[key]["r2"] <= 1

@@ -1,5 +1,5 @@
 """Every architecture builds and runs; the compact network fits the detector-rate budget;
-normalisation removes gain and offset."""
+normalisation removes gain and offset; the Friedel channel is the odd part of the image."""
 from __future__ import annotations
 
 import pytest
@@ -7,17 +7,19 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from diffstream.trainer.models import MODEL_NAMES, ModelSpecError, build_model
-from diffstream.trainer.models.preprocess import LocalContrastNormalise, PatternNormalise
+from diffstream.trainer.models.preprocess import FriedelPairs, LocalContrastNormalise, LogUnitScale, PatternNormalise
 
 CHEAP_SIZES = {"compact": (60, 60), "paper2-cnn": (32, 32), "resnet50": (32, 32), "xception": (32, 32),
                "densenet121": (32, 32), "swin_t": (64, 64)}
 """Small inputs keep the timm networks' forward passes to a fraction of a second on a CPU."""
 
 
+@pytest.mark.parametrize("preprocess", ["background", "log-unit-friedel"])
 @pytest.mark.parametrize("name", MODEL_NAMES)
-def test_each_architecture_builds_and_runs(name: str) -> None:
+def test_each_architecture_builds_and_runs(name: str, preprocess: str) -> None:
+    """"log-unit-friedel" gives the backbone two channels instead of one."""
     torch.manual_seed(0)
-    model = build_model(name, num_classes=14, input_size=CHEAP_SIZES[name]).eval()
+    model = build_model(name, num_classes=14, input_size=CHEAP_SIZES[name], preprocess=preprocess).eval()
     frames = torch.randint(0, 256, (2, 60, 60), dtype=torch.uint8)
     with torch.no_grad():
         out = model(frames)
@@ -61,6 +63,20 @@ def test_local_contrast_equalises_a_weak_and_a_strong_band() -> None:
 
 def test_normalisation_resizes_to_the_network_input() -> None:
     assert PatternNormalise((32, 32))(torch.rand(2, 60, 60)).shape == (2, 1, 32, 32)
+
+
+def test_friedel_channel_of_a_half_turned_frame_is_its_negative() -> None:
+    """The second channel is odd under the half turn: the turned frame's first channel is
+    the turned image, its second the same pixels with the sign changed."""
+    frames = torch.rand(3, 64, 64) * 1000
+    turned = torch.flip(frames, dims=(1, 2))
+    layer = FriedelPairs((64, 64))
+    pairs, turned_pairs = layer(frames), layer(turned)
+    assert pairs.shape == (3, 2, 64, 64)
+    assert torch.equal(pairs[:, :1], LogUnitScale((64, 64))(frames))
+    assert torch.allclose(turned_pairs[:, 0], torch.flip(pairs[:, 0], dims=(1, 2)))
+    assert torch.allclose(turned_pairs[:, 1], -pairs[:, 1], atol=1e-6)
+    assert pairs[:, 1].abs().max() > 0.1
 
 
 def test_unknown_architecture_is_refused() -> None:

@@ -35,13 +35,14 @@ class SeparableResidual(nn.Module):
 
 
 class CompactBackbone(nn.Module):
-    """(N, 1, 60, 60) → (N, outputs). ``widths`` are the channels after each stride-2 stage."""
+    """(N, in_channels, 60, 60) → (N, outputs). ``widths`` are the channels after each stride-2
+    stage."""
 
     def __init__(self, outputs: int, widths: tuple[int, ...] = (16, 32, 64, 128), map_channels: int = 16,
-                 hidden: int = 256, input_size: tuple[int, int] = (60, 60)) -> None:
+                 hidden: int = 256, input_size: tuple[int, int] = (60, 60), in_channels: int = 1) -> None:
         super().__init__()
         layers: list[nn.Module] = []
-        c_in = 1
+        c_in = in_channels
         for i, width in enumerate(widths):
             layers.append(_conv_bn(c_in, width, stride=2))
             if i > 0:

@@ -1,11 +1,11 @@
 """The one interface every diffstream network has, whatever its backbone.
 
 A network takes raw frames and returns three heads: lattice (or phase) logits, a rotation
-matrix and a usable-pattern logit. Backbones only map a normalised (N, 1, h, w) image to a
-flat vector of ``head_width`` numbers, class logits, the rotation head's outputs and the
-usable logit (the timm models do so through their own classifier, ``num_classes=`` that
-size); this module splits the vector, so the heads mean the same for every architecture
-and the trainer and exporter never special-case one.
+matrix and a usable-pattern logit. Backbones only map a normalised (N, C, h, w) image (C
+from the preprocessing) to a flat vector of ``head_width`` numbers, class logits, the
+rotation head's outputs and the usable logit (the timm models do so through their own
+classifier, ``num_classes=`` that size); this module splits the vector, so the heads mean
+the same for every architecture and the trainer and exporter never special-case one.
 """
 from __future__ import annotations
 

@@ -9,14 +9,14 @@ from torch import nn
 
 
 class PaperCNN(nn.Module):
-    """(N, 1, h, w) → (N, outputs)."""
+    """(N, in_channels, h, w) → (N, outputs)."""
 
     def __init__(self, outputs: int, input_size: tuple[int, int], channels: tuple[int, int] = (32, 64),
-                 units: tuple[int, int] = (256, 128)) -> None:
+                 units: tuple[int, int] = (256, 128), in_channels: int = 1) -> None:
         super().__init__()
         c1, c2 = channels
         self.features = nn.Sequential(
-            nn.Conv2d(1, c1, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(in_channels, c1, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
             nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
         )
         rows, cols = (n // 4 for n in input_size)

@@ -42,7 +42,7 @@ def build_model(name: str, num_classes: int = 14, input_size: tuple[int, int] | 
     """A freshly initialised network ``name`` with ``num_classes`` class logits, a rotation and a
     usable head. ``options`` go to the backbone (e.g. ``widths`` for ``compact``), except
     ``preprocess`` (``preprocess.PREPROCESSORS``: "background" or "background-local" for EBSD,
-    "log-unit" for SPED), ``rotation`` (``network.ROTATIONS``: "6d", paper 2's "euler", or
+    "log-unit" or "log-unit-friedel" for SPED), ``rotation`` (``network.ROTATIONS``: "6d", paper 2's "euler", or
     "grid" with ``grid_point_group`` and ``grid_resolution`` in degrees); they are kept on the
     network so that a checkpoint can rebuild it."""
     if name not in DEFAULT_INPUT_SIZES:
@@ -57,15 +57,16 @@ def build_model(name: str, num_classes: int = 14, input_size: tuple[int, int] | 
     grid = _grid_head(rotation, options)
     outputs = head_width(num_classes, grid.bins if grid else ROTATION_DIMS)
     backbone_options = {k: v for k, v in options.items() if k not in ("preprocess", "rotation", *GRID_OPTIONS)}
+    channels = PREPROCESSORS[preprocess].channels
     backbone: nn.Module
     if name == "compact":
-        backbone = CompactBackbone(outputs, input_size=size, **_tuples(backbone_options))
+        backbone = CompactBackbone(outputs, input_size=size, in_channels=channels, **_tuples(backbone_options))
     elif name == "paper2-cnn":
-        backbone = PaperCNN(outputs, size, **_tuples(backbone_options))
+        backbone = PaperCNN(outputs, size, in_channels=channels, **_tuples(backbone_options))
     else:
         if backbone_options:
             raise ModelSpecError(f"model: {name} takes no options, got {', '.join(backbone_options)}")
-        backbone = timm_backbone(name, outputs, size)
+        backbone = timm_backbone(name, outputs, size, channels)
     return DiffractionNetwork(backbone, num_classes, size, name, {"input_size": list(size), **options},
                               preprocess=preprocess, rotation=rotation, grid=grid)
 

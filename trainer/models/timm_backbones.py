@@ -19,11 +19,11 @@ TIMM_NAMES = {
 keeps as ``legacy_xception`` (its ``xception41/65/71`` are the later, deeper variants)."""
 
 
-def timm_backbone(name: str, outputs: int, input_size: tuple[int, int]) -> nn.Module:
-    """A timm model mapping (N, 1, h, w) to (N, outputs). Swin needs its image size at
+def timm_backbone(name: str, outputs: int, input_size: tuple[int, int], in_channels: int = 1) -> nn.Module:
+    """A timm model mapping (N, in_channels, h, w) to (N, outputs). Swin needs its image size at
     construction (its attention windows and position bias depend on it); the convolutional
     networks take any size."""
     import timm
 
     kwargs = {"img_size": tuple(input_size)} if name == "swin_t" else {}
-    return timm.create_model(TIMM_NAMES[name], pretrained=False, in_chans=1, num_classes=outputs, **kwargs)
+    return timm.create_model(TIMM_NAMES[name], pretrained=False, in_chans=in_channels, num_classes=outputs, **kwargs)

@@ -160,7 +160,7 @@ class SpedIndexer:
     def _index_chunk(self, frames: np.ndarray, guesses: np.ndarray | None) -> tuple[np.ndarray, ...]:
         image = self._prepared(frames)
         starts = self._grid_candidates(self._polar(image))
-        starts = np.concatenate([starts, starts[:, :1] @ _HALF_TURN], axis=1)
+        starts = np.concatenate([starts, starts[:, :1] @ HALF_TURN], axis=1)
         if guesses is not None:
             starts = np.concatenate([starts, guesses[:, None]], axis=1)
         refined, scores = self._refine(image, starts)
@@ -306,7 +306,7 @@ def _bilinear(images: np.ndarray, which: np.ndarray, x: np.ndarray, y: np.ndarra
     return out
 
 
-_HALF_TURN = np.diag([-1.0, -1.0, 1.0])
+HALF_TURN = np.diag([-1.0, -1.0, 1.0])
 """Half a turn about the beam, on the right of a ``to_matrix()`` matrix. Friedel's law makes a
 pattern and its half-turned twin nearly alike (the Ewald sphere's curvature tells them apart),
 so the grid's best answer often scores its twin close behind: the twin is always refined too."""
