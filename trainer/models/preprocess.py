@@ -182,11 +182,12 @@ class FriedelPairs(LogUnitScale):
     (tests/trainer/test_augment.py). The comparison lies between opposite sides of the
     frame, which a small convolutional network reaches only after pooling has blurred where
     things are; the odd part puts each spot beside its mate's intensity from the first
-    layer. Measured: twice the frames within 10° after the same ten epochs (docs/models.md,
-    "The Friedel channel"). It adds no information about the orientation turned by 180°
-    about the beam: that orientation's frame is this frame turned, and so are both its
-    channels. It needs the direct beam at the frame centre, as the simulated and
-    detector-sim frames have it."""
+    layer. It adds no information (the orientation turned by 180° about the beam has this
+    frame turned, and both channels with it), but it makes the difference easy to learn:
+    with it the shipped grid network learnt to tell that twin apart, and its median
+    disorientation fell from 43.5° to 6.4° (docs/models.md, "The Friedel channel"). It
+    needs the direct beam at the frame centre, as the simulated and detector-sim frames
+    have it."""
 
     channels = 2
 
