@@ -1,7 +1,8 @@
 """Template matching of SPED frames (``physics.sped_indexing``): the templates cover every beam
 direction once under the proper point group; a frame turned about the beam is found at its
 turn; noisy frames as the training data holds them are indexed to a fraction of a degree,
-and the reliability flags the ones that are not; a guess joins the candidates."""
+and the reliability flags the ones that are not; a guess joins the candidates, and one that
+is a symmetry equivalent of the answer is not a second answer."""
 from __future__ import annotations
 
 import numpy as np
@@ -88,6 +89,20 @@ def test_a_guess_joins_the_candidates(phase, noisy) -> None:
     helped = disorientation_deg(coarse.index(frames[:16], guesses=nudged).matrices, truth[:16], OPERATORS)
     assert np.mean(alone > 5.0) > 0.1
     assert np.mean(helped < 1.0) > np.mean(alone < 1.0) and np.median(helped) < 0.5
+
+
+def test_a_symmetry_equivalent_guess_is_the_same_answer(phase, indexer: SpedIndexer, noisy) -> None:
+    """A network may answer with any symmetry equivalent; refined, it lands on the grid's
+    answer turned by the crystal's 3-fold, which is the same orientation and must not count
+    as a second answer that lowers the reliability."""
+    frames = noisy[0][:6]
+    alone = indexer.index(frames)
+    three_fold = Rotation.from_axes_angles([0, 0, 1], np.radians(120)).to_matrix()[0]
+    equivalent = three_fold @ alone.matrices
+    assert disorientation_deg(equivalent, alone.matrices, OPERATORS).max() < 1e-6
+    guessed = indexer.index(frames, guesses=equivalent)
+    assert np.allclose(guessed.reliability, alone.reliability, atol=0.5), (guessed.reliability, alone.reliability)
+    assert (alone.reliability >= MIN_RELIABILITY).sum() >= 3
 
 
 def test_bad_input_is_named(phase, indexer: SpedIndexer) -> None:

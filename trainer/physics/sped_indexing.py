@@ -30,7 +30,8 @@ the way the indexing programs do, on the same kinematic physics the frames are s
    removes the grid's steps; each frame keeps its best candidate.
 
 Each frame's ``index`` is its best correlation and ``reliability`` ASTAR's
-100·(1 − Q₂/Q₁), Q₂ the best refined candidate more than ``DISTINCT_DEG`` away: paper 2
+100·(1 − Q₂/Q₁), Q₂ the best refined candidate more than ``DISTINCT_DEG`` away, up to the
+crystal's rotational symmetry (a guess may arrive at another symmetry equivalent): paper 2
 kept frames with index ≥ 20 and reliability ≥ 15 on ASTAR's scale; the scale here is not
 ASTAR's, but a reliability near zero means the same: two orientations explain the pattern
 equally well.
@@ -62,8 +63,9 @@ LiNiO2 test frames (templates at 50 nm), 2° left 12 % of frames on a wrong answ
 CANDIDATES = 3
 """Grid answers refined per frame, the best kept."""
 DISTINCT_DEG = 5.0
-"""Candidates closer than this (plain misorientation) are the same answer from neighbouring
-templates; the reliability's second answer lies at least this far from the first."""
+"""Grid candidates closer than this (plain misorientation: they come from one fundamental
+sector) are the same answer from neighbouring templates; the reliability's second answer
+lies at least this far from the first up to the crystal's symmetry."""
 INTENSITY_POWER = 0.25
 """Template spot weight = intensity ** power: 1 would let the two or three strongest
 reflections decide, 0 would weigh barely excited ones like the strongest."""
@@ -125,6 +127,7 @@ class SpedIndexer:
         self.intensity_power = float(intensity_power)
         self.thickness_nm = float(thickness_nm)
         self.table = ReflectionTable.from_phase(phase, geometry.reciprocal_reach)
+        self._symmetry = phase.point_group.proper_subgroup.to_matrix().reshape(-1, 3, 3)
         cx, cy = geometry.centre
         rows, cols = geometry.shape
         self.n_rings = int(np.floor(min(cx, cy, cols - 1 - cx, rows - 1 - cy))) + 1
@@ -167,7 +170,7 @@ class SpedIndexer:
         rows = np.arange(len(frames))
         best = scores.argmax(axis=1)
         matrices, q1 = refined[rows, best], scores[rows, best]
-        apart = _misorientation_deg(refined, matrices[:, None]) > DISTINCT_DEG
+        apart = _disorientation_deg(refined, matrices[:, None], self._symmetry) > DISTINCT_DEG
         q2 = np.maximum(np.where(apart, scores, -np.inf).max(axis=1), 0.0)
         reliability = np.where(q1 > 0, 100 * (1 - q2 / np.where(q1 > 0, q1, 1)), 0.0)
         return matrices, q1.astype(np.float32), reliability.astype(np.float32)
@@ -341,6 +344,13 @@ def _misorientation_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Plain rotation angle between matrices (no symmetry), broadcasting over leading axes."""
     trace = np.einsum("...ij,...ij->...", a, b)
     return np.degrees(np.arccos(np.clip((trace - 1) / 2, -1.0, 1.0)))
+
+
+def _disorientation_deg(a: np.ndarray, b: np.ndarray, symmetry: np.ndarray) -> np.ndarray:
+    """Rotation angle between matrices up to the crystal's rotations ``symmetry`` (K, 3, 3),
+    which make S·b the same orientation as b, broadcasting over leading axes."""
+    traces = np.einsum("...ij,kil,...lj->...k", a, symmetry, b)
+    return np.degrees(np.arccos(np.clip((traces.max(axis=-1) - 1) / 2, -1.0, 1.0)))
 
 
 def _distinct(shortlist: np.ndarray, count: int) -> np.ndarray:
