@@ -17,7 +17,7 @@ CHEAP_SIZES = {"compact": (60, 60), "paper2-cnn": (32, 32), "resnet50": (32, 32)
 @pytest.mark.parametrize("preprocess", ["background", "log-unit-friedel"])
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_each_architecture_builds_and_runs(name: str, preprocess: str) -> None:
-    """"log-unit-friedel" gives the backbone two channels instead of one."""
+    """The "log-unit-friedel" preprocessing gives the backbone two channels instead of one."""
     torch.manual_seed(0)
     model = build_model(name, num_classes=14, input_size=CHEAP_SIZES[name], preprocess=preprocess).eval()
     frames = torch.randint(0, 256, (2, 60, 60), dtype=torch.uint8)
