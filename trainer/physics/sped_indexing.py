@@ -170,7 +170,7 @@ class SpedIndexer:
         rows = np.arange(len(frames))
         best = scores.argmax(axis=1)
         matrices, q1 = refined[rows, best], scores[rows, best]
-        apart = _disorientation_deg(refined, matrices[:, None], self._symmetry) > DISTINCT_DEG
+        apart = _misorientation_deg(refined, matrices[:, None], self._symmetry) > DISTINCT_DEG
         q2 = np.maximum(np.where(apart, scores, -np.inf).max(axis=1), 0.0)
         reliability = np.where(q1 > 0, 100 * (1 - q2 / np.where(q1 > 0, q1, 1)), 0.0)
         return matrices, q1.astype(np.float32), reliability.astype(np.float32)
@@ -309,6 +309,7 @@ def _bilinear(images: np.ndarray, which: np.ndarray, x: np.ndarray, y: np.ndarra
     return out
 
 
+_IDENTITY = np.eye(3)[None]
 HALF_TURN = np.diag([-1.0, -1.0, 1.0])
 """Half a turn about the beam, on the right of a ``to_matrix()`` matrix. Friedel's law makes a
 pattern and its half-turned twin nearly alike (the Ewald sphere's curvature tells them apart),
@@ -340,15 +341,10 @@ def _small_rotations(vectors_deg: np.ndarray) -> np.ndarray:
     return Rotation.from_axes_angles(axes, angles).to_matrix().reshape(-1, 3, 3)
 
 
-def _misorientation_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Plain rotation angle between matrices (no symmetry), broadcasting over leading axes."""
-    trace = np.einsum("...ij,...ij->...", a, b)
-    return np.degrees(np.arccos(np.clip((trace - 1) / 2, -1.0, 1.0)))
-
-
-def _disorientation_deg(a: np.ndarray, b: np.ndarray, symmetry: np.ndarray) -> np.ndarray:
-    """Rotation angle between matrices up to the crystal's rotations ``symmetry`` (K, 3, 3),
-    which make S·b the same orientation as b, broadcasting over leading axes."""
+def _misorientation_deg(a: np.ndarray, b: np.ndarray, symmetry: np.ndarray = _IDENTITY) -> np.ndarray:
+    """Rotation angle between matrices, broadcasting over leading axes; with the crystal's
+    rotations ``symmetry`` (K, 3, 3), which make S·b the same orientation as b, the smallest
+    over them (plain, no symmetry, by default)."""
     traces = np.einsum("...ij,kil,...lj->...k", a, symmetry, b)
     return np.degrees(np.arccos(np.clip((traces.max(axis=-1) - 1) / 2, -1.0, 1.0)))
 
