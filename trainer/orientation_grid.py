@@ -11,11 +11,13 @@ wraps across the zone's faces), and several answers that look alike can share pr
 until the network tells them apart. The bins are orix's ``get_sample_fundamental`` of the
 Laue group's proper part; the rotation the model reports is the probability-weighted mean of
 the most likely bin and its nearest neighbours (each moved to the symmetry equivalent next to
-it), which resolves finer than the grid.
+it), which resolves finer than the grid. A model orienting phases of several Laue groups
+(``ebsd-lattice``: m-3m Ni and Fe, 6/mmm Ti) carries one grid per group (``GridHeads``).
 """
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -114,3 +116,56 @@ class GridRotation(nn.Module):
         weights = torch.softmax(logits, dim=1).gather(1, neighbours)
         mean = (weights[..., None, None] * self.neighbour_matrices[best]).sum(dim=1)
         return rotation_6d_to_matrix(torch.cat((mean[..., 0], mean[..., 1]), dim=-1))
+
+
+class GridHeads(nn.Module):
+    """One ``GridRotation`` per Laue group of a model's orientation phases, their bins side by
+    side in the network's output.
+
+    A frame's rotation comes from the head of the class the network rates most likely among
+    the classes holding an orientation phase: the live map reads a frame's orientation under
+    its class's point group, so the rotation must be that group's. Training scores each frame
+    on its own phase's head only."""
+
+    def __init__(self, point_groups: Sequence[str], classes: Sequence[int], num_classes: int,
+                 resolution_deg: float) -> None:
+        super().__init__()
+        if len(point_groups) != len(classes) or not point_groups:
+            raise ValueError("grid heads: one point group and one class per orientation phase")
+        laue = [Phase(point_group=g).point_group.laue.name for g in point_groups]
+        distinct = list(dict.fromkeys(laue))
+        self.heads = nn.ModuleList(GridRotation(point_groups[laue.index(name)], resolution_deg) for name in distinct)
+        class_head = torch.full((num_classes,), -1, dtype=torch.int64)
+        for name, c in zip(laue, classes):
+            if class_head[c] not in (-1, distinct.index(name)):
+                raise ValueError(f"grid heads: class {c} holds orientation phases of two Laue groups")
+            class_head[c] = distinct.index(name)
+        self.register_buffer("phase_head", torch.tensor([distinct.index(n) for n in laue]), persistent=False)
+        self.register_buffer("class_head", class_head, persistent=False)
+        ends = np.cumsum([head.bins for head in self.heads])
+        self.slices = [(int(end - head.bins), int(end)) for head, end in zip(self.heads, ends)]
+
+    @property
+    def bins(self) -> int:
+        return self.slices[-1][1]
+
+    def forward(self, bin_logits: torch.Tensor, class_logits: torch.Tensor) -> torch.Tensor:
+        rotations = [head(bin_logits[:, a:b]) for head, (a, b) in zip(self.heads, self.slices)]
+        if len(rotations) == 1:
+            return rotations[0]
+        oriented_logits = class_logits.masked_fill(self.class_head < 0, float("-inf"))
+        choice = self.class_head[oriented_logits.argmax(dim=1)]
+        stacked = torch.stack(rotations, dim=1)
+        return stacked.gather(1, choice[:, None, None, None].expand(-1, 1, 3, 3)).squeeze(1)
+
+    def loss(self, bin_logits: torch.Tensor, target: torch.Tensor, operators: torch.Tensor,
+             phase_rows: torch.Tensor) -> torch.Tensor:
+        """Per-sample ``grid_loss`` (N,), each frame on the head of its phase (``phase_rows``:
+        the index of each frame's phase among the orientation phases)."""
+        heads = self.phase_head[phase_rows]
+        out = bin_logits.new_zeros(len(target))
+        for h, (head, (a, b)) in enumerate(zip(self.heads, self.slices)):
+            mine = heads == h
+            if mine.any():
+                out[mine] = grid_loss(bin_logits[mine, a:b], target[mine], operators[mine], head)
+        return out

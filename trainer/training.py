@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from orix.crystal_map import Phase
 from orix.quaternion import Rotation
 from torch import nn
 from tqdm import tqdm
@@ -32,10 +31,11 @@ from tqdm import tqdm
 from .augment import epoch_turns, turn_about_beam
 from .config import Config, parse_config
 from .datasets import LATTICES, Shard, class_names, load_split, paper2_scores, score
+from .datasets.lattices import class_index
 from .datasets.store import resolve_materials
 from .models import DiffractionNetwork, NetworkOutputs, build_model
 from .orientation import EULER_RANGES, indexed_euler, operator_table, quaternions_to_matrices, symmetry_aware_loss
-from .orientation_grid import GridRotation, grid_loss
+from .orientation_grid import GridHeads
 from .physics.catalogue import get_phase_entry
 
 CHECKPOINT_FORMAT = 1
@@ -117,7 +117,7 @@ class MultiTaskLoss(nn.Module):
 
     def __init__(self, operators: np.ndarray, orientation_weight: float, usable_weight: float,
                  class_weights: np.ndarray | None = None, orientation_loss: str = "symmetry-aware",
-                 grid: GridRotation | None = None) -> None:
+                 grid: GridHeads | None = None) -> None:
         super().__init__()
         self.orientation_loss = orientation_loss
         self.grid = grid
@@ -142,7 +142,7 @@ class MultiTaskLoss(nn.Module):
             rot = nn.functional.huber_loss(out.euler[oriented], batch["euler"][oriented])
         elif oriented.any():
             ops, target = self.operators[rows[oriented]], batch["rotation"][oriented]
-            rot = (grid_loss(out.rotation_logits[oriented], target, ops, self.grid) if self.grid is not None
+            rot = (self.grid.loss(out.rotation_logits[oriented], target, ops, rows[oriented]) if self.grid is not None
                    else symmetry_aware_loss(out.rotation[oriented], target, ops)).mean()
         else:
             rot = out.rotation.sum() * 0
@@ -230,18 +230,27 @@ def class_weight_vector(weights: dict[str, float], classes: tuple[str, ...] = LA
 
 
 def _build(config: Config, task: OrientationTask) -> DiffractionNetwork:
-    """The config's network; a grid rotation head gets its point group from the orientation
-    task's phases (so the checkpoint's options hold it), which must then share one Laue group."""
+    """The config's network; grid rotation heads get the orientation task's point groups and
+    each phase's class from the data (so the checkpoint's options hold them)."""
     options = dict(config.model.options)
-    if "grid_point_group" in options:
-        raise TrainingError("model.grid_point_group comes from data.orientation_phases; leave it out of the config")
+    for key in ("grid_point_group", "grid_classes"):
+        if key in options:
+            raise TrainingError(f"model.{key} comes from data.orientation_phases; leave it out of the config")
     if options.get("rotation") == "grid":
-        if len({Phase(point_group=g).point_group.laue.name for g in task.point_groups}) != 1:
-            raise TrainingError(f"model.rotation = 'grid' needs orientation phases of one Laue group, got "
-                                f"{', '.join(task.phases) or 'none'}")
-        options["grid_point_group"] = task.point_groups[0]
+        if not task.phases:
+            raise TrainingError("model.rotation = 'grid' needs data.orientation_phases")
+        options["grid_point_group"] = list(task.point_groups)
+        options["grid_classes"] = [_phase_class(config, phase) for phase in task.phases]
     return build_model(config.model.architecture, len(class_names(config.data)), config.model.input_size,
                        **options)
+
+
+def _phase_class(config: Config, phase: str) -> int:
+    """The class index a dataset gives ``phase``'s frames: its lattice (or ordering) for EBSD,
+    the phase itself for 4D-STEM."""
+    if config.data.kind == "4dstem":
+        return class_names(config.data).index(phase)
+    return class_index(phase, config.data.labels)
 
 
 def euler_r2(data: Batchable, rotations: np.ndarray) -> float:

@@ -76,6 +76,27 @@ def test_friedel_channel_exports(tmp_path: Path) -> None:
     _ort_matching_torch(path, model, frames)
 
 
+def test_grid_heads_per_laue_group_export(tmp_path: Path) -> None:
+    """A grid network orienting m-3m and 6/mmm phases picks each frame's head in the graph as
+    torch does (random weights: frames go to both heads, checked)."""
+    torch.manual_seed(3)
+    model = build_model("compact", rotation="grid", grid_point_group=["m-3m", "m-3m", "6/mmm"],
+                        grid_classes=[LATTICES.index(c) for c in ("cF", "cI", "hP")], grid_resolution=10.0).eval()
+    frames = np.random.default_rng(4).integers(0, 256, (64, 60, 60), dtype=np.uint8)
+    cubic, hexagonal = LATTICES.index("cF"), LATTICES.index("hP")
+    with torch.no_grad():  # cF and hP ahead of the rest, each first on half the frames
+        logits = model(torch.from_numpy(frames)).logits
+        gap = logits[:, hexagonal] - logits[:, cubic]
+        middle = gap.sort().values[31:33].mean()
+        model.backbone.head[-1].bias[[cubic, hexagonal]] += torch.stack([100 + middle, torch.tensor(100.0)])
+    path = export_network(model, (60, 60), _card(), tmp_path / "heads.onnx")
+    _ort_matching_torch(path, model, frames)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(frames)).logits
+    oriented = logits.masked_fill(model.grid.class_head < 0, float("-inf")).argmax(dim=1)
+    assert set(model.grid.class_head[oriented].tolist()) == {0, 1}
+
+
 def _ort_matching_torch(path: Path, model: torch.nn.Module, frames: np.ndarray) -> tuple[np.ndarray, ...]:
     """ONNX Runtime's float32 outputs for ``frames``, after checking each is within 1e-4 of torch's."""
     ort_outputs = run_onnx(onnx_session(path, threads=1), frames, batch=16)

@@ -12,10 +12,11 @@ import torch
 from orix.quaternion import Rotation
 
 from diffstream.trainer.config import load_config
+from diffstream.trainer.datasets import LATTICES
 from diffstream.trainer.export import ExportWrapper, onnx_session, run_onnx
 from diffstream.trainer.models import ModelSpecError, build_model
 from diffstream.trainer.orientation import disorientation_deg, laue_operators
-from diffstream.trainer.orientation_grid import GridRotation, grid_loss, orientation_grid, soft_targets
+from diffstream.trainer.orientation_grid import GridHeads, GridRotation, grid_loss, orientation_grid, soft_targets
 from diffstream.trainer.sped_export import export_sped_checkpoint
 from diffstream.trainer.training import (
     OrientationTask,
@@ -108,20 +109,92 @@ def test_grid_options_are_checked() -> None:
         build_model("compact", 1, (32, 32), rotation="grid", grid_point_group="-3m", grid_resolution=1.0)
 
 
-def test_grid_needs_one_laue_group() -> None:
-    """Ni and Fe are m-3m, Ti 6/mmm: one grid cannot hold both fundamental zones."""
+def test_ebsd_grid_gets_a_head_per_laue_group() -> None:
+    """Ni and Fe are m-3m, Ti 6/mmm: the trainer gives the network one grid for each, and
+    each phase's lattice as the class whose rating picks the head."""
     config = load_config(CONFIGS / "ebsd-lattice.toml", quick=True)
     options = {**config.model.options, "rotation": "grid", "grid_resolution": 10.0}
     config = dataclasses.replace(config, model=dataclasses.replace(config.model, options=options))
-    with pytest.raises(TrainingError, match="one Laue group, got Ni, Fe, Ti"):
+    model = _build(config, OrientationTask.for_phases(config.data.orientation_phases))
+    assert model.options["grid_point_group"] == ["m-3m", "m-3m", "6/mmm"]
+    assert model.options["grid_classes"] == [LATTICES.index(c) for c in ("cF", "cI", "hP")]
+    assert [head.point_group for head in model.grid.heads] == ["m-3m", "6/mmm"]
+    assert model.grid.bins == len(orientation_grid("m-3m", 10.0)) + len(orientation_grid("6/mmm", 10.0))
+
+
+def test_the_grids_come_from_the_data_not_the_config() -> None:
+    config = load_config(CONFIGS / "ebsd-lattice.toml", quick=True)
+    options = {**config.model.options, "rotation": "grid", "grid_resolution": 10.0, "grid_classes": [0, 0, 0]}
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, options=options))
+    with pytest.raises(TrainingError, match="grid_classes comes from data.orientation_phases"):
         _build(config, OrientationTask.for_phases(config.data.orientation_phases))
+
+
+@pytest.fixture(scope="module")
+def ebsd_heads() -> GridHeads:
+    return GridHeads(["m-3m", "m-3m", "6/mmm"], [LATTICES.index(c) for c in ("cF", "cI", "hP")], len(LATTICES),
+                     RESOLUTION)
+
+
+def _bumps(heads: GridHeads, cubic: torch.Tensor, hexagonal: torch.Tensor) -> torch.Tensor:
+    """Bin logits holding ``cubic``'s label bump on the m-3m grid and ``hexagonal``'s on the 6/mmm one."""
+    parts = []
+    for head, target in zip(heads.heads, (cubic, hexagonal)):
+        operators = torch.tensor(laue_operators(head.point_group), dtype=torch.float32).expand(len(target), -1, -1, -1)
+        parts.append(torch.log(soft_targets(target, head.grid, operators, RESOLUTION)))
+    return torch.cat(parts, dim=1)
+
+
+def test_the_rotation_comes_from_the_likeliest_oriented_class(ebsd_heads: GridHeads) -> None:
+    """hP rated highest gives the 6/mmm grid's answer, cF or cI the m-3m one's; a frame rated
+    aP first and cI second (aP has no orientation) still gets the m-3m answer."""
+    cubic = torch.tensor(_random_matrices(4, 11), dtype=torch.float32)
+    hexagonal = torch.tensor(_random_matrices(4, 12), dtype=torch.float32)
+    class_logits = torch.zeros(4, len(LATTICES))
+    for row, ranking in enumerate((["hP"], ["cF"], ["cI"], ["aP", "cI"])):
+        for rank, name in enumerate(ranking):
+            class_logits[row, LATTICES.index(name)] = 10.0 - rank
+    rotations = ebsd_heads(_bumps(ebsd_heads, cubic, hexagonal), class_logits).double().numpy()
+    expected = np.stack([hexagonal[0], cubic[1], cubic[2], cubic[3]])
+    groups = ["6/mmm", "m-3m", "m-3m", "m-3m"]
+    errors = [disorientation_deg(rotations[i : i + 1], expected[i : i + 1], laue_operators(g))[0]
+              for i, g in enumerate(groups)]
+    assert max(errors) < 4.0
+
+
+def test_each_frame_is_scored_on_its_own_phase_head(ebsd_heads: GridHeads) -> None:
+    """A Ti frame's loss is zero at the bump on the 6/mmm grid whatever the m-3m bins hold,
+    and a Ni frame's the other way round."""
+    cubic = torch.tensor(_random_matrices(2, 13), dtype=torch.float32)
+    hexagonal = torch.tensor(_random_matrices(2, 14), dtype=torch.float32)
+    logits = _bumps(ebsd_heads, cubic, hexagonal)
+    rows = torch.tensor([0, 2])  # Ni, Ti
+    targets = torch.stack([cubic[0], hexagonal[1]])
+    operators = torch.tensor(OrientationTask.for_phases(("Ni", "Fe", "Ti")).operators, dtype=torch.float32)[rows]
+    picked = torch.stack([logits[0], logits[1]])
+    assert ebsd_heads.loss(picked, targets, operators, rows).abs().max() < 1e-4
+    cubic_bins = ebsd_heads.slices[0][1]
+    scrambled = picked.clone()
+    scrambled[1, :cubic_bins] = scrambled[1, :cubic_bins].roll(7)
+    scrambled[0, cubic_bins:] = scrambled[0, cubic_bins:].roll(7)
+    assert ebsd_heads.loss(scrambled, targets, operators, rows).abs().max() < 1e-4
+    assert ebsd_heads.loss(picked.flip(0), targets, operators, rows).min() > 1.0
+
+
+def test_grid_heads_need_a_class_per_laue_group() -> None:
+    with pytest.raises(ModelSpecError, match="class 0 holds orientation phases of two Laue groups"):
+        build_model("compact", 14, (32, 32), rotation="grid", grid_point_group=["m-3m", "6/mmm"],
+                    grid_resolution=10.0)
+    with pytest.raises(ModelSpecError, match="grid_classes"):
+        build_model("compact", 14, (32, 32), rotation="grid", grid_point_group=["m-3m", "6/mmm"],
+                    grid_classes=[0, 14], grid_resolution=10.0)
 
 
 def test_quick_grid_run_exports_and_matches_onnxruntime(tmp_path: Path) -> None:
     config = load_config(CONFIGS / "sped-orientation.toml", quick=True)
     train(config, tmp_path / "run", progress=False)
     checkpoint = load_checkpoint(tmp_path / "run" / "best.pt")
-    assert checkpoint["model"]["options"]["grid_point_group"] == "-3m"
+    assert checkpoint["model"]["options"]["grid_point_group"] == ["-3m"]
     card = export_sped_checkpoint(tmp_path / "run" / "best.pt", tmp_path / "grid.onnx")
     assert "grid" in card.outputs["rotation_matrix"]
     frames = np.random.default_rng(5).integers(0, 3000, (9, 128, 128), dtype=np.uint16)

@@ -15,15 +15,15 @@ import torch
 from torch import nn
 
 from ..orientation import EULER_RANGES, euler_to_matrix, rotation_6d_to_matrix
-from ..orientation_grid import GridRotation
+from ..orientation_grid import GridHeads
 from .preprocess import PREPROCESSORS
 
 ROTATION_DIMS = 6
 ROTATIONS = ("6d", "euler", "grid")
 """The rotation head: the continuous 6D representation (diffstream's), three normalised
 Bunge Euler angles (paper 2's; the other three outputs go unused), or logits over a grid of
-the fundamental zone (``orientation_grid``; needs ``grid_point_group`` and
-``grid_resolution``)."""
+the fundamental zone (``orientation_grid``; needs ``grid_point_group``, one per orientation
+phase, ``grid_resolution`` and, for phases of several Laue groups, ``grid_classes``)."""
 USABLE_DIMS = 1
 _SYMMETRY_AWARE = ("trained with a loss that takes the minimum over the phase's Laue group, so it is one of the "
                    "symmetry equivalents of the crystal's orientation")
@@ -31,8 +31,9 @@ ROTATION_MEANINGS = {
     "6d": f"from the 6D representation (Zhou et al. 2019) by Gram-Schmidt; {_SYMMETRY_AWARE}",
     "euler": "from three regressed Bunge Euler angles (paper 2), trained on the labels' angles in the Euler "
              "fundamental region as an indexing program writes them",
-    "grid": "the probability-weighted mean of the most likely orientation of a grid over the Laue group's "
-            f"fundamental zone and its nearest grid neighbours; {_SYMMETRY_AWARE}",
+    "grid": "the probability-weighted mean of the most likely orientation of a grid over the fundamental zone "
+            "of the Laue group of the class rated most likely among those with orientation=true, and its "
+            f"nearest grid neighbours; {_SYMMETRY_AWARE}",
 }
 
 
@@ -65,7 +66,7 @@ class DiffractionNetwork(nn.Module):
 
     def __init__(self, backbone: nn.Module, num_classes: int, input_size: tuple[int, int], name: str,
                  options: dict | None = None, preprocess: str = "background", rotation: str = "6d",
-                 grid: GridRotation | None = None) -> None:
+                 grid: GridHeads | None = None) -> None:
         super().__init__()
         if rotation not in ROTATIONS:
             raise ValueError(f"rotation: {rotation!r} is not one of {', '.join(ROTATIONS)}")
@@ -86,7 +87,7 @@ class DiffractionNetwork(nn.Module):
         euler = bins = None
         if self.grid is not None:
             bins = vector[:, c : c + self.grid.bins]
-            rotation = self.grid(bins)
+            rotation = self.grid(bins, vector[:, :c])
         elif self.rotation == "euler":
             euler = vector[:, c : c + 3]
             rotation = euler_to_matrix(euler * self.euler_ranges)

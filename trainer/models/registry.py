@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..orientation_grid import GridRotation
+from ..orientation_grid import GridHeads
 from .compact import CompactBackbone
 from .network import ROTATION_DIMS, ROTATIONS, DiffractionNetwork, head_width
 from .paper_cnn import PaperCNN
@@ -43,7 +43,9 @@ def build_model(name: str, num_classes: int = 14, input_size: tuple[int, int] | 
     usable head. ``options`` go to the backbone (e.g. ``widths`` for ``compact``), except
     ``preprocess`` (``preprocess.PREPROCESSORS``: "background" or "background-local" for EBSD,
     "log-unit" or "log-unit-friedel" for SPED), ``rotation`` (``network.ROTATIONS``: "6d", paper 2's "euler", or
-    "grid" with ``grid_point_group`` and ``grid_resolution`` in degrees); they are kept on the
+    "grid" with ``grid_point_group``, a point group or one per orientation phase,
+    ``grid_resolution`` in degrees and, when the phases span several Laue groups,
+    ``grid_classes``, each phase's class index); they are kept on the
     network so that a checkpoint can rebuild it."""
     if name not in DEFAULT_INPUT_SIZES:
         raise ModelSpecError(f"model: unknown architecture {name!r}; known: {', '.join(MODEL_NAMES)}")
@@ -54,7 +56,7 @@ def build_model(name: str, num_classes: int = 14, input_size: tuple[int, int] | 
     rotation = str(options.get("rotation", "6d"))
     if rotation not in ROTATIONS:
         raise ModelSpecError(f"model: unknown rotation {rotation!r}; known: {', '.join(ROTATIONS)}")
-    grid = _grid_head(rotation, options)
+    grid = _grid_heads(rotation, options, num_classes)
     outputs = head_width(num_classes, grid.bins if grid else ROTATION_DIMS)
     backbone_options = {k: v for k, v in options.items() if k not in ("preprocess", "rotation", *GRID_OPTIONS)}
     channels = PREPROCESSORS[preprocess].channels
@@ -71,22 +73,32 @@ def build_model(name: str, num_classes: int = 14, input_size: tuple[int, int] | 
                               preprocess=preprocess, rotation=rotation, grid=grid)
 
 
-GRID_OPTIONS = ("grid_point_group", "grid_resolution")
+REQUIRED_GRID_OPTIONS = ("grid_point_group", "grid_resolution")
+GRID_OPTIONS = (*REQUIRED_GRID_OPTIONS, "grid_classes")
 
 
-def _grid_head(rotation: str, options: dict) -> GridRotation | None:
-    """The grid head of a ``rotation = "grid"`` network; its options are refused elsewhere."""
+def _grid_heads(rotation: str, options: dict, num_classes: int) -> GridHeads | None:
+    """The grid heads of a ``rotation = "grid"`` network; its options are refused elsewhere."""
     given = [k for k in GRID_OPTIONS if k in options]
     if rotation != "grid":
         if given:
             raise ModelSpecError(f"model: {', '.join(given)} need rotation = 'grid'")
         return None
-    if len(given) < len(GRID_OPTIONS):
-        raise ModelSpecError(f"model: rotation = 'grid' needs {' and '.join(GRID_OPTIONS)}")
+    if any(k not in options for k in REQUIRED_GRID_OPTIONS):
+        raise ModelSpecError(f"model: rotation = 'grid' needs {' and '.join(REQUIRED_GRID_OPTIONS)}")
     resolution = options["grid_resolution"]
     if isinstance(resolution, bool) or not isinstance(resolution, (int, float)) or not 3.0 <= resolution <= 30.0:
         raise ModelSpecError(f"model: grid_resolution must be a number of degrees in [3, 30], got {resolution!r}")
-    return GridRotation(str(options["grid_point_group"]), float(resolution))
+    groups = options["grid_point_group"]
+    groups = [groups] if isinstance(groups, str) else [str(g) for g in groups]
+    classes = options.get("grid_classes", [0] * len(groups))
+    if len(classes) != len(groups) or not all(isinstance(c, int) and 0 <= c < num_classes for c in classes):
+        raise ModelSpecError(f"model: grid_classes must give a class index below {num_classes} for each of the "
+                             f"{len(groups)} grid point groups, got {classes!r}")
+    try:
+        return GridHeads(groups, classes, num_classes, float(resolution))
+    except ValueError as err:
+        raise ModelSpecError(f"model: {err}") from None
 
 
 def _tuples(options: dict) -> dict:
