@@ -84,6 +84,9 @@ def run(args: argparse.Namespace) -> int:
         size = summary["scan_size"]
         print(f"demo: lattice accuracy against the simulator's truth {summary['accuracy_vs_truth']:.3f} "
               f"over {size['rows']}×{size['cols']} points")
+    if summary.get("median_disorientation_deg") is not None:
+        print(f"demo: orientations {summary['median_disorientation_deg']:.1f}° from the truth "
+              "(median disorientation over the correctly classed points)")
     return 0
 
 

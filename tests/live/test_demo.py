@@ -35,6 +35,8 @@ def test_demo_maps_the_simulated_scan_and_scores_it_against_the_truth(tmp_path):
     rows = [line for line in (out / "map.ang").read_text().splitlines() if not line.startswith("#")]
     assert len(rows) == 24 * 30
     assert "lattice accuracy against the simulator's truth" in result.stdout
+    assert summary["median_disorientation_deg"] < 6.0  # the shipped grid heads (3.2° on the default scan)
+    assert "from the truth (median disorientation" in result.stdout
 
 
 def test_demo_screenshot_saves_the_window_with_the_filled_maps_offscreen(tmp_path, monkeypatch):
