@@ -14,6 +14,13 @@ M · R_z(90° k) (orix's matrices, ``tests/trainer/test_augment.py`` checks it a
 ``simulate_spots``). Only the rotation label changes: the class, the usable flag and the
 Laue-group operators stay. The Euler targets of paper 2's recipe would have to be indexed
 again, so the config allows the turns with the symmetry-aware loss only.
+
+A mirror of the frame is exact too: the frame with its columns reversed (x → −x) is the
+frame of M · R_x(180°). Kinematical intensities are |F(g)|², equal at g and −g (Friedel), and
+the excitation error depends on g_z and |g_xy|, which the mirror keeps; mirror times
+inversion is the half turn about the mirror's normal. The four turns with and without the
+mirror (the dihedral group of the square) are the views ``view_ensemble`` runs a trained
+network on.
 """
 from __future__ import annotations
 
@@ -34,13 +41,49 @@ def quarter_turn_matrices() -> torch.Tensor:
     return torch.tensor(turns, dtype=torch.float32)
 
 
-def turn_about_beam(batch: dict[str, torch.Tensor], turns: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The batch with frame i turned ``turns[i]`` quarter turns and its rotation label with it."""
+MIRROR = ((1, 0, 0), (0, -1, 0), (0, 0, -1))
+"""R_x(180°): reversing a frame's columns turns its orientation M into M · MIRROR."""
+
+
+def view_matrices(views: int) -> torch.Tensor:
+    """(views, 3, 3) T_v: view v of the frame of orientation M (``view_frames``) is the frame
+    of M · T_v. Views 0-3 are the quarter turns, 4-7 the same after the mirror."""
+    turns = quarter_turn_matrices()
+    mirrored = torch.tensor(MIRROR, dtype=torch.float32) @ turns
+    return torch.cat((turns, mirrored))[:views]
+
+
+def view_frames(frames: torch.Tensor, views: int) -> torch.Tensor:
+    """(views · N, H, W): the frames (N, H, W) under each of the first ``views`` views, view-major."""
+    return torch.cat([view_frame(frames, v) for v in range(views)])
+
+
+def view_frame(frames: torch.Tensor, view: int) -> torch.Tensor:
+    """The frames (N, H, W) under view ``view`` (0-7) of ``view_matrices``."""
+    return quarter_turn(torch.flip(frames, dims=(-1,)) if view >= 4 else frames, view % 4)
+
+
+def quarter_turn(frames: torch.Tensor, k: int) -> torch.Tensor:
+    """``torch.rot90(frames, k, dims=(-2, -1))`` from flips and transposes, which the ONNX
+    exporter takes (it has no rot90)."""
+    k %= 4
+    if k == 1:
+        return frames.flip(-1).transpose(-2, -1)
+    if k == 2:
+        return frames.flip(-2, -1)
+    if k == 3:
+        return frames.transpose(-2, -1).flip(-1)
+    return frames
+
+
+def turn_about_beam(batch: dict[str, torch.Tensor], views: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The batch with frame i under view ``views[i]`` (0-3: quarter turns; 4-7: the same after
+    the mirror) and its rotation label with it."""
     frames = batch["frames"]
-    turns = turns.to(frames.device)
-    grouped = torch.cat([torch.rot90(frames[turns == k], k, dims=(-2, -1)) for k in range(4)])
-    back = torch.argsort(torch.argsort(turns, stable=True))  # torch has no index_put for uint16 frames
-    matrices = quarter_turn_matrices().to(frames.device)[turns]
+    views = views.to(frames.device)
+    grouped = torch.cat([view_frame(frames[views == v], v) for v in range(8)])
+    back = torch.argsort(torch.argsort(views, stable=True))  # torch has no index_put for uint16 frames
+    matrices = view_matrices(8).to(frames.device)[views]
     return {**batch, "frames": grouped[back], "rotation": batch["rotation"] @ matrices}
 
 

@@ -158,6 +158,10 @@ class TrainConfig:
     """Turn each training frame by a random multiple of 90° about the direct beam, its
     orientation label with it (``trainer/augment.py``): exact for simulated 4D-STEM frames
     only, and only with the symmetry-aware loss."""
+    mirrors: bool = False
+    """With ``quarter_turns``: also reverse the columns of half the turned frames, the label
+    becoming M · R_x(180°), exact for the same frames (``trainer/augment.py``): eight
+    orientations per simulated pattern instead of four."""
     orientation_weight: float = 1.0
     usable_weight: float = 0.5
     class_weights: dict[str, float] = field(default_factory=dict)
@@ -230,6 +234,8 @@ def parse_config(raw: dict, text: str = "", quick: bool = False, origin: str = "
                                     and train.orientation_loss == "symmetry-aware"):
         raise ConfigError(f"{origin} [train]: quarter_turns is exact only for simulated 4D-STEM frames "
                           f"(kind = \"4dstem\", source = \"simulated\") with orientation_loss = \"symmetry-aware\"")
+    if train.mirrors and not train.quarter_turns:
+        raise ConfigError(f"{origin} [train]: mirrors come with the quarter turns; set quarter_turns = true too")
     if sections["model"].options.get("preprocess") == "log-unit-friedel" and data.kind != "4dstem":
         raise ConfigError(f"{origin} [model]: preprocess = \"log-unit-friedel\" is for 4D-STEM frames with the "
                           "direct beam at the centre (kind = \"4dstem\"); a Kikuchi pattern has no half-turn twin")

@@ -40,6 +40,7 @@ from .models.network import rotation_output_meaning
 from .models.preprocess import PREPROCESSORS
 from .physics.catalogue import get_phase_entry
 from .training import config_from_checkpoint, load_checkpoint, model_from_checkpoint
+from .view_ensemble import ViewEnsemble
 
 OPSET = 18
 BENCH_BATCH = 256
@@ -50,6 +51,10 @@ OUTPUT_MEANINGS = {
     "class_probabilities": "softmax over the 14 Bravais lattices (Pearson symbols, card.classes order)",
     "confidence": "sigmoid of the usable-pattern logit: probability that the frame holds a Kikuchi pattern",
 }
+
+
+class ExportError(ValueError):
+    """A checkpoint that cannot be exported as asked (the message says why)."""
 
 
 class ExportWrapper(nn.Module):
@@ -65,10 +70,14 @@ class ExportWrapper(nn.Module):
 
 
 def export_network(network: DiffractionNetwork, frame_shape: tuple[int, int], card: ModelCard,
-                   out: str | Path) -> Path:
-    """Write ``network`` as ONNX with ``card`` in its metadata; atomic (temporary + rename)."""
+                   out: str | Path, views: int = 1, operators: np.ndarray | None = None) -> Path:
+    """Write ``network`` as ONNX with ``card`` in its metadata; atomic (temporary + rename).
+    With ``views`` > 1 the graph runs it on that many symmetric views of each 4D-STEM frame
+    and combines their answers under the Laue group ``operators`` (``view_ensemble``)."""
     out = Path(out)
     wrapper = ExportWrapper(network.eval()).eval()
+    if views > 1:
+        wrapper = ViewEnsemble(wrapper, views, operators).eval()
     example = torch.zeros((2, *frame_shape), dtype=torch.uint8)
     temporary = out.with_name(f".{out.name}.part")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -181,16 +190,21 @@ def training_record(config: Config, checkpoint: dict, data: dict) -> dict:
         "exporter": f"torch {torch.__version__} TorchScript ONNX exporter, opset {OPSET}",
     }
 
-def export_checkpoint(checkpoint_path: str | Path, out: str | Path, evaluate: bool = False) -> ModelCard:
+def export_checkpoint(checkpoint_path: str | Path, out: str | Path, evaluate: bool = False,
+                      views: int = 1) -> ModelCard:
     """``diffstream export``: the checkpoint's network and card to ``out``, and the torch program
     to ``out`` with suffix ``.pt2``; with ``evaluate`` the ONNX is then scored on the test, blind
-    and demo splits and timed, and rewritten with those numbers in its card."""
+    and demo splits and timed, and rewritten with those numbers in its card. ``views`` > 1
+    (4D-STEM only) runs the network on the frame's symmetric views (``view_ensemble``)."""
     checkpoint = load_checkpoint(checkpoint_path)
     config = config_from_checkpoint(checkpoint)
     if config.data.kind == "4dstem":
         from .sped_export import export_sped_checkpoint
 
-        return export_sped_checkpoint(checkpoint_path, out, evaluate=evaluate)
+        return export_sped_checkpoint(checkpoint_path, out, evaluate=evaluate, views=views)
+    if views != 1:
+        raise ExportError(f"views: {checkpoint_path} is an EBSD checkpoint; turned or mirrored EBSD frames "
+                          "are no other orientation's frames (the detector is tilted), so it takes views 1 only")
     network = model_from_checkpoint(checkpoint)
     best = checkpoint["state"]["best_metrics"]
     metrics = {"validation": {k: best.get(k) for k in ("epoch", "val_loss", "val_lattice_accuracy",

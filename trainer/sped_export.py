@@ -17,9 +17,11 @@ import onnx
 from diffstream.engines.model_card import ModelCard, ModelClass, write_card
 
 from .config import Config
-from .export import export_network, output_meanings, preprocessing_text, training_record
+from .export import ExportError, export_network, output_meanings, preprocessing_text, training_record
+from .orientation import laue_operators
 from .physics.catalogue import get_phase_entry
 from .training import config_from_checkpoint, load_checkpoint, model_from_checkpoint
+from .view_ensemble import VIEW_COUNTS
 
 INPUT_DTYPE = "uint16"
 OUTPUT_MEANINGS = {
@@ -28,8 +30,9 @@ OUTPUT_MEANINGS = {
 }
 
 
-def build_sped_card(config: Config, checkpoint: dict, metrics: dict) -> ModelCard:
-    """The card of a 4D-STEM orientation model trained with ``config``."""
+def build_sped_card(config: Config, checkpoint: dict, metrics: dict, views: int = 1) -> ModelCard:
+    """The card of a 4D-STEM orientation model trained with ``config``, run on ``views`` views
+    of each frame."""
     oriented = checkpoint["orientation_phases"]
     classes = tuple(ModelClass(name=name, point_group=get_phase_entry(name).point_group, orientation=name in oriented,
                                space_group=get_phase_entry(name).space_group)
@@ -43,7 +46,7 @@ def build_sped_card(config: Config, checkpoint: dict, metrics: dict) -> ModelCar
         input_dtype=INPUT_DTYPE,
         classes=classes,
         outputs=output_meanings(OUTPUT_MEANINGS, checkpoint),
-        preprocessing=preprocessing_text(checkpoint, INPUT_DTYPE),
+        preprocessing=preprocessing_text(checkpoint, INPUT_DTYPE) + views_text(views),
         training=training_record(config, checkpoint, {
             "source": "kinematic precession (SPED) spot patterns (diffstream.trainer.physics.sped), Poisson "
                       "counts at random dose, diffuse background and foil thickness per block of frames",
@@ -59,20 +62,38 @@ def build_sped_card(config: Config, checkpoint: dict, metrics: dict) -> ModelCar
     )
 
 
-def export_sped_checkpoint(checkpoint_path: str | Path, out: str | Path, evaluate: bool = False) -> ModelCard:
-    """Write the checkpoint's network to ``out`` with its card; with ``evaluate`` the file is
-    scored on the config's held-out test split (``evaluation.evaluate_sped``) and the numbers
-    go into the card."""
+def views_text(views: int) -> str:
+    """The card's words for the view ensemble (none for a network run once per frame)."""
+    if views == 1:
+        return ""
+    which = "the four quarter turns about the beam" + (", with and without a mirror" if views == 8 else "")
+    return (f"; the network runs on {views} views of each frame ({which}); class probabilities and "
+            "confidence are their means, the rotation the mean of the views that agree with the majority "
+            "(diffstream.trainer.view_ensemble)")
+
+
+def export_sped_checkpoint(checkpoint_path: str | Path, out: str | Path, evaluate: bool = False,
+                           views: int = 1) -> ModelCard:
+    """Write the checkpoint's network to ``out`` with its card, run on ``views`` views of each
+    frame (``view_ensemble``); with ``evaluate`` the file is scored on the config's held-out
+    test split (``evaluation.evaluate_sped``) and the numbers go into the card."""
     checkpoint = load_checkpoint(checkpoint_path)
     config = config_from_checkpoint(checkpoint)
     if config.data.kind != "4dstem":
         raise ValueError(f"{checkpoint_path} is not a 4D-STEM checkpoint (its data kind is {config.data.kind})")
+    oriented = checkpoint["orientation_phases"]
+    if views not in VIEW_COUNTS:
+        raise ExportError(f"views: {views} is not one of {', '.join(map(str, VIEW_COUNTS))}")
+    if views > 1 and len(oriented) != 1:
+        raise ExportError(f"views: {checkpoint_path} orients {len(oriented)} phases; views combine the "
+                          "answers of one phase's Laue group")
     best = checkpoint["state"]["best_metrics"]
     metrics = {"validation": {k: best.get(k) for k in ("epoch", "val_loss", "val_median_disorientation_deg",
                                                         "val_usable_accuracy")}}
     out = Path(out)
+    operators = laue_operators(next(iter(oriented.values()))) if views > 1 else None
     export_network(model_from_checkpoint(checkpoint), tuple(config.data.frame_shape),
-                   build_sped_card(config, checkpoint, metrics), out)
+                   build_sped_card(config, checkpoint, metrics, views), out, views=views, operators=operators)
     model = onnx.load(str(out))
     model.graph.input[0].type.tensor_type.elem_type = onnx.TensorProto.UINT16
     onnx.checker.check_model(model)
@@ -81,7 +102,7 @@ def export_sped_checkpoint(checkpoint_path: str | Path, out: str | Path, evaluat
         from .evaluation import evaluate_sped
 
         metrics["test"] = evaluate_sped(out, config.data, "test")
-    card = build_sped_card(config, checkpoint, metrics)
+    card = build_sped_card(config, checkpoint, metrics, views)
     write_card(model, card)
     onnx.save(model, str(out))
     return card

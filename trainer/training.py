@@ -306,7 +306,8 @@ def _run_epoch(model: nn.Module, loss_fn: MultiTaskLoss, optimizer: torch.optim.
     for index in bar:
         batch = data.batch(index, device)
         if turns is not None:
-            batch = turn_about_beam(batch, torch.randint(0, 4, (len(index),), generator=turns))
+            views = torch.randint(0, 8 if config.train.mirrors else 4, (len(index),), generator=turns)
+            batch = turn_about_beam(batch, views)
         loss, _ = loss_fn(model(batch["frames"]), batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

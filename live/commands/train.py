@@ -43,6 +43,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--evaluate", action="store_true",
                         help="score the ONNX file on the config's test, blind and demo sets and time it; "
                              "the numbers go into the card")
+    export.add_argument("--views", type=int, choices=(1, 4, 8), default=1,
+                        help="4D-STEM models: run the network on this many symmetric views of each frame (quarter "
+                             "turns about the beam, and mirrors at 8) and combine them in the graph; slower by the "
+                             "same factor, more accurate (docs/models.md). Default 1")
     export.set_defaults(handler=run_export)
 
 
@@ -73,14 +77,14 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     from diffstream.live.cli import UserError
-    from diffstream.trainer.export import export_checkpoint
+    from diffstream.trainer.export import ExportError, export_checkpoint
     from diffstream.trainer.training import TrainingError
 
     if args.out.suffix != ".onnx":
         raise UserError(f"out: {args.out} must end in .onnx")
     try:
-        card = export_checkpoint(args.checkpoint, args.out, evaluate=args.evaluate)
-    except TrainingError as error:
+        card = export_checkpoint(args.checkpoint, args.out, evaluate=args.evaluate, views=args.views)
+    except (TrainingError, ExportError) as error:
         raise UserError(str(error)) from None
     program = args.out.with_suffix(".pt2")
     print(json.dumps({"model": str(args.out), "program": str(program) if program.is_file() else None,

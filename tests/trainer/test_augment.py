@@ -12,7 +12,14 @@ import pytest
 import torch
 from orix.quaternion import Rotation
 
-from diffstream.trainer.augment import epoch_turns, quarter_turn_matrices, turn_about_beam
+from diffstream.trainer.augment import (
+    epoch_turns,
+    quarter_turn,
+    quarter_turn_matrices,
+    turn_about_beam,
+    view_frames,
+    view_matrices,
+)
 from diffstream.trainer.config import ConfigError, load_config, parse_config
 from diffstream.trainer.datasets.sped_synthesis import _reflections, sped_geometry
 from diffstream.trainer.models.preprocess import FriedelPairs
@@ -35,18 +42,39 @@ def _frames(matrices: np.ndarray) -> np.ndarray:
 
 
 def test_turned_frame_is_the_turned_orientation_s_frame() -> None:
-    matrices = Rotation(uniform_quaternions(4, np.random.default_rng(3))).to_matrix().astype(np.float32)
+    """Each frame of a batch under its own view (quarter turns, then mirrored ones) is the
+    simulator's frame of its label turned with it."""
+    matrices = Rotation(uniform_quaternions(8, np.random.default_rng(3))).to_matrix().astype(np.float32)
     frames = _frames(matrices)
-    turns = torch.tensor([0, 1, 2, 3])
+    views = torch.tensor([0, 5, 1, 7, 2, 4, 3, 6])
     batch = {"frames": torch.from_numpy(frames), "rotation": torch.from_numpy(matrices),
-             "usable": torch.ones(4)}
-    turned = turn_about_beam(batch, turns)
+             "usable": torch.ones(8)}
+    turned = turn_about_beam(batch, views)
     expected = _frames(turned["rotation"].numpy().astype(np.float64))
     difference = np.abs(turned["frames"].numpy().astype(np.int64) - expected)
     assert turned["frames"].dtype == torch.uint16 and difference.max() <= 1  # rounding of equal floats
     assert np.abs(turned["frames"][1].numpy().astype(np.int64) - frames[1]).max() > 100
     assert turned["usable"] is batch["usable"]
     assert torch.equal(turned["frames"][0], batch["frames"][0])
+
+
+def test_each_view_is_the_frame_of_its_orientation() -> None:
+    """The eight views (quarter turns, then the same after reversing the columns) of a frame of
+    M are the simulator's frames of M · T_v: the symmetry the view ensemble relies on."""
+    matrices = Rotation(uniform_quaternions(3, np.random.default_rng(8))).to_matrix()
+    frames = torch.from_numpy(_frames(matrices))
+    views = view_frames(frames, 8).reshape(8, 3, 128, 128).numpy().astype(np.int64)
+    for v, turn in enumerate(view_matrices(8).numpy().astype(np.float64)):
+        assert np.abs(views[v] - _frames(matrices @ turn)).max() <= 1, v  # rounding of equal floats
+    assert np.abs(views[4] - views[0]).max() > 100  # the mirror is another orientation's frame
+    assert torch.equal(view_frames(frames, 4), view_frames(frames, 8)[:12])
+    assert torch.equal(view_frames(frames, 1), frames)
+
+
+def test_quarter_turn_is_rot90() -> None:
+    frames = torch.randint(0, 255, (2, 5, 5), dtype=torch.uint8)
+    for k in range(-1, 5):
+        assert torch.equal(quarter_turn(frames, k), torch.rot90(frames, k, dims=(-2, -1))), k
 
 
 def test_friedel_channel_of_simulated_frames() -> None:
@@ -84,6 +112,9 @@ def test_config_admits_turns_only_where_they_are_exact() -> None:
         parse_config({"name": "x", "train": {"quarter_turns": True}})
     with pytest.raises(ConfigError, match="quarter_turns"):
         parse_config({**raw, "train": {"quarter_turns": True, "orientation_loss": "euler-huber"}})
+    assert parse_config({**raw, "train": {"quarter_turns": True, "mirrors": True}}).train.mirrors
+    with pytest.raises(ConfigError, match="mirrors come with the quarter turns"):
+        parse_config({**raw, "train": {"mirrors": True}})
 
 
 def test_config_admits_friedel_channel_only_for_4dstem() -> None:

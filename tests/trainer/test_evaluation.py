@@ -43,6 +43,7 @@ from diffstream.trainer.physics.errors import PhysicsInputError
 from diffstream.trainer.physics.sampling import random_quaternions, uniform_quaternions
 from diffstream.trainer.sped_export import export_sped_checkpoint
 from diffstream.trainer.training import load_checkpoint, model_from_checkpoint, train
+from diffstream.trainer.view_ensemble import ViewEnsemble
 
 CONFIGS = Path(__file__).resolve().parents[2] / "trainer" / "configs"
 
@@ -82,6 +83,26 @@ def test_sped_graph_takes_uint16_and_matches_torch(sped_model: tuple[Path, Path]
         reference = wrapper(torch.from_numpy(frames.astype(np.int32)))
     for ours, theirs in zip(ort, reference):
         assert np.abs(ours - theirs.numpy()).max() <= 1e-4
+
+
+def test_views_export_for_sped_and_not_for_ebsd(sped_model: tuple[Path, Path], lattice_model: Path,
+                                               tmp_path: Path) -> None:
+    """``--views 8`` puts the view ensemble in a 4D-STEM graph (uint16 in, ONNX Runtime = torch)
+    and says so on the card; an EBSD checkpoint refuses it in one line."""
+    card = export_sped_checkpoint(sped_model[1], tmp_path / "views.onnx", views=8)
+    assert "runs on 8 views of each frame" in card.preprocessing
+    frames = np.random.default_rng(6).integers(0, 5000, (5, 128, 128)).astype(np.uint16)
+    ort = run_onnx(onnx_session(tmp_path / "views.onnx", threads=1), frames, batch=4)
+    checkpoint = load_checkpoint(sped_model[1])
+    ensemble = ViewEnsemble(ExportWrapper(model_from_checkpoint(checkpoint)).eval(), 8, laue_operators("-3m"))
+    with torch.no_grad():
+        reference = ensemble(torch.from_numpy(frames.astype(np.int32)))
+    for ours, theirs in zip(ort, reference):
+        assert ours.shape == tuple(theirs.shape) and np.abs(ours - theirs.numpy()).max() <= 1e-4
+    done = run_diffstream("export", str(lattice_model.parent / "run" / "best.pt"), "--out",
+                          str(tmp_path / "ebsd.onnx"), "--views", "8")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "views:" in done.stderr, done.stderr
+    assert not (tmp_path / "ebsd.onnx").exists()
 
 
 def test_disorientation_stats_count_the_frames_within_ten_degrees() -> None:
