@@ -6,18 +6,17 @@ eight questions with one answer. The shipped network answers each view about as 
 frame itself, but not identically: where it hesitates between an orientation and its half
 turn about the beam (the main error left, ``docs/models.md``), the views disagree, and a
 majority vote settles it. Measured on ``sped-orientation``'s evaluation frames: median
-disorientation 5.2° from one view, 3.6° from four and 2.9° from eight, at four and eight
+disorientation 5.2° from one view, 3.7° from four and 3.0° from eight, at four and eight
 times the inference.
 
 Combining: each view's rotation is taken back to the frame's own (times T_v⁻¹); the view
 with most others within ``AGREEMENT_DEG`` of it (under the Laue group) wins, the closest to
-all of them among equals, and the
-answer is the mean of it and those others, each moved to its symmetry equivalent nearest the
-winner, made a rotation by its polar factor (the nearest rotation, as an SVD would give, but by
-Newton–Schulz iteration, which exports). Unlike Gram–Schmidt on two columns, the polar factor
-commutes with turning the frame, so the ensemble's answer for a turned frame is exactly its
-answer turned. All of it exports to ONNX (MatMul, ArgMax, one-hot sums): no SVD or advanced
-indexing.
+all of them among equals, and the answer is the mean of it and those others, each moved to
+its symmetry equivalent nearest the winner, made a rotation by its polar factor (the nearest
+rotation, as an SVD would give, but by Newton–Schulz iteration, which exports). Unlike
+Gram–Schmidt on two columns, the polar factor commutes with turning the frame, so the
+ensemble's answer for a turned frame is exactly its answer turned. All of it exports to
+ONNX (MatMul, ArgMax, one-hot sums): no SVD or advanced indexing.
 """
 from __future__ import annotations
 
