@@ -16,7 +16,8 @@ its symmetry equivalent nearest the winner, made a rotation by its polar factor 
 rotation, as an SVD would give, but by Newton–Schulz iteration, which exports). Unlike
 Gram–Schmidt on two columns, the polar factor commutes with turning the frame, so the
 ensemble's answer for a turned frame is exactly its answer turned. All of it exports to
-ONNX (MatMul, ArgMax, one-hot sums): no SVD or advanced indexing.
+ONNX with MatMul, ArgMax, comparisons and sums: no SVD, Einsum, OneHot or advanced indexing,
+which not every backend takes.
 """
 from __future__ import annotations
 
@@ -68,22 +69,25 @@ class ViewEnsemble(nn.Module):
 
 def combine_rotations(rotations: torch.Tensor, operators: torch.Tensor,
                       agreement_deg: float = AGREEMENT_DEG) -> torch.Tensor:
-    """(N, 3, 3) from (V, N, 3, 3) answers of V views of N frames (module docstring)."""
-    equivalents = torch.einsum("kij,vnjl->vnkil", operators, rotations)  # S_k · R_v
-    traces = torch.einsum("anij,bnkij->abnk", rotations, equivalents)
+    """(N, 3, 3) from (V, N, 3, 3) answers of V views of N frames (module docstring). Written
+    with broadcast products, sums and comparisons only, operators every ONNX backend has."""
+    views = rotations.shape[0]
+    equivalents = operators[None, None] @ rotations[:, :, None]  # (V, N, K, 3, 3): S_k · R_v
+    traces = (rotations[:, None, :, None] * equivalents[None]).sum(dim=(-2, -1))  # (V, V, N, K)
     cosines = (traces.amax(dim=3) - 1.0) * 0.5  # (V, V, N): cosine of the disorientation
     agree = (cosines > float(np.cos(np.radians(agreement_deg)))).to(rotations.dtype)
     votes = agree.sum(dim=1)  # (V, N)
-    order = torch.arange(rotations.shape[0], dtype=rotations.dtype, device=rotations.device)[:, None]
+    order = torch.arange(views, dtype=rotations.dtype, device=rotations.device)[:, None]
     closeness = cosines.sum(dim=1) - INDEX_PREFERENCE * order
     leading = votes == votes.amax(dim=0, keepdim=True)
     choice = torch.where(leading, closeness, torch.full_like(closeness, -1e9)).argmax(dim=0)
-    winner = nn.functional.one_hot(choice, rotations.shape[0]).T.to(rotations.dtype)  # (V, N)
-    to_winner = torch.einsum("an,abnk->bnk", winner, traces)  # each view's traces against the winner
-    nearest = nn.functional.one_hot(to_winner.argmax(dim=2), operators.shape[0]).to(rotations.dtype)
-    moved = torch.einsum("bnk,bnkil->bnil", nearest, equivalents)
-    weights = torch.einsum("an,abn->bn", winner, agree)
-    mean = torch.einsum("bn,bnil->nil", weights / weights.sum(dim=0), moved)
+    winner = (order == choice[None].to(rotations.dtype)).to(rotations.dtype)  # (V, N), one-hot
+    to_winner = (winner[:, None, :, None] * traces).sum(dim=0)  # (V, N, K): traces against the winner
+    index = torch.arange(operators.shape[0], device=rotations.device)
+    nearest = (index == to_winner.argmax(dim=2, keepdim=True)).to(rotations.dtype)  # (V, N, K), one-hot
+    moved = (nearest[..., None, None] * equivalents).sum(dim=2)  # (V, N, 3, 3)
+    weights = (winner[:, None] * agree).sum(dim=0)  # (V, N): the views agreeing with the winner
+    mean = ((weights / weights.sum(dim=0))[..., None, None] * moved).sum(dim=0)
     return polar_rotation(mean)
 
 
