@@ -234,6 +234,9 @@ def parse_config(raw: dict, text: str = "", quick: bool = False, origin: str = "
                                     and train.orientation_loss == "symmetry-aware"):
         raise ConfigError(f"{origin} [train]: quarter_turns is exact only for simulated 4D-STEM frames "
                           f"(kind = \"4dstem\", source = \"simulated\") with orientation_loss = \"symmetry-aware\"")
+    if train.quarter_turns and data.frame_shape[0] != data.frame_shape[1]:
+        raise ConfigError(f"{origin} [train]: quarter_turns needs square frames, got frame_shape "
+                          f"{list(data.frame_shape)}")
     if train.mirrors and not train.quarter_turns:
         raise ConfigError(f"{origin} [train]: mirrors come with the quarter turns; set quarter_turns = true too")
     if sections["model"].options.get("preprocess") == "log-unit-friedel" and data.kind != "4dstem":

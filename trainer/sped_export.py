@@ -72,6 +72,20 @@ def views_text(views: int) -> str:
             "(diffstream.trainer.view_ensemble)")
 
 
+def check_views_exact(checkpoint_path: str | Path, config: Config, oriented: dict) -> None:
+    """The views are other orientations' frames only for square simulated frames with the
+    direct beam at the centre, and their vote needs one Laue group."""
+    if len(oriented) != 1:
+        raise ExportError(f"views: {checkpoint_path} orients {len(oriented)} phases; views combine the "
+                          "answers of one phase's Laue group")
+    if config.data.source != "simulated":
+        raise ExportError(f"views: {checkpoint_path} was trained on imported frames, whose direct beam need not sit "
+                          "at the frame's centre; the views are exact for simulated frames only, so use views 1")
+    rows, columns = config.data.frame_shape
+    if rows != columns:
+        raise ExportError(f"views: {checkpoint_path} takes {rows}x{columns} frames; a quarter turn needs square ones")
+
+
 def export_sped_checkpoint(checkpoint_path: str | Path, out: str | Path, evaluate: bool = False,
                            views: int = 1) -> ModelCard:
     """Write the checkpoint's network to ``out`` with its card, run on ``views`` views of each
@@ -84,9 +98,8 @@ def export_sped_checkpoint(checkpoint_path: str | Path, out: str | Path, evaluat
     oriented = checkpoint["orientation_phases"]
     if views not in VIEW_COUNTS:
         raise ExportError(f"views: {views} is not one of {', '.join(map(str, VIEW_COUNTS))}")
-    if views > 1 and len(oriented) != 1:
-        raise ExportError(f"views: {checkpoint_path} orients {len(oriented)} phases; views combine the "
-                          "answers of one phase's Laue group")
+    if views > 1:
+        check_views_exact(checkpoint_path, config, oriented)
     best = checkpoint["state"]["best_metrics"]
     metrics = {"validation": {k: best.get(k) for k in ("epoch", "val_loss", "val_median_disorientation_deg",
                                                         "val_usable_accuracy")}}

@@ -115,6 +115,8 @@ def test_config_admits_turns_only_where_they_are_exact() -> None:
     assert parse_config({**raw, "train": {"quarter_turns": True, "mirrors": True}}).train.mirrors
     with pytest.raises(ConfigError, match="mirrors come with the quarter turns"):
         parse_config({**raw, "train": {"mirrors": True}})
+    with pytest.raises(ConfigError, match="quarter_turns needs square frames"):
+        parse_config({**raw, "data": {**data, "frame_shape": [128, 96]}})
 
 
 def test_config_admits_friedel_channel_only_for_4dstem() -> None:

@@ -8,8 +8,11 @@ import torch
 from orix.quaternion import Rotation
 
 from diffstream.trainer.augment import quarter_turn, quarter_turn_matrices
+from diffstream.trainer.config import parse_config
+from diffstream.trainer.export import ExportError
 from diffstream.trainer.orientation import disorientation_deg, laue_operators, rotation_6d_to_matrix
 from diffstream.trainer.physics.sampling import uniform_quaternions
+from diffstream.trainer.sped_export import check_views_exact
 from diffstream.trainer.view_ensemble import ViewEnsemble, combine_rotations
 
 OPERATORS = laue_operators("-3m")
@@ -75,3 +78,15 @@ def test_turning_the_frame_turns_the_answer() -> None:
 def test_view_counts_are_checked() -> None:
     with pytest.raises(ValueError, match="views: 3"):
         ViewEnsemble(torch.nn.Identity(), 3, OPERATORS)
+
+
+def test_views_refused_where_they_are_not_exact() -> None:
+    """Views need square simulated frames (the beam at the centre) and one Laue group."""
+    data = {"kind": "4dstem", "materials": ["LiNiO2"], "patterns": 100}
+    check_views_exact("run/best.pt", parse_config({"name": "x", "data": data}), {"LiNiO2": "-3m"})
+    cases = (({**data, "frame_shape": [128, 96]}, {"LiNiO2": "-3m"}, "square"),
+             ({**data, "source": "folder", "folder": "experiment"}, {"LiNiO2": "-3m"}, "imported frames"),
+             (data, {"LiNiO2": "-3m", "Si": "m-3m"}, "one phase's Laue group"))
+    for raw, oriented, message in cases:
+        with pytest.raises(ExportError, match=message):
+            check_views_exact("run/best.pt", parse_config({"name": "x", "data": raw}), oriented)
