@@ -72,11 +72,12 @@ class ExportWrapper(nn.Module):
 def export_network(network: DiffractionNetwork, frame_shape: tuple[int, int], card: ModelCard,
                    out: str | Path, views: int = 1, operators: np.ndarray | None = None) -> Path:
     """Write ``network`` as ONNX with ``card`` in its metadata; atomic (temporary + rename).
-    With ``views`` > 1 the graph runs it on that many symmetric views of each 4D-STEM frame
-    and combines their answers under the Laue group ``operators`` (``view_ensemble``)."""
+    With ``views`` other than 1 the graph runs it on that many symmetric views of each 4D-STEM
+    frame and combines their answers under the Laue group ``operators`` (``view_ensemble``,
+    which checks the count)."""
     out = Path(out)
     wrapper = ExportWrapper(network.eval()).eval()
-    if views > 1:
+    if views != 1:
         wrapper = ViewEnsemble(wrapper, views, operators).eval()
     example = torch.zeros((2, *frame_shape), dtype=torch.uint8)
     temporary = out.with_name(f".{out.name}.part")
@@ -203,8 +204,9 @@ def export_checkpoint(checkpoint_path: str | Path, out: str | Path, evaluate: bo
 
         return export_sped_checkpoint(checkpoint_path, out, evaluate=evaluate, views=views)
     if views != 1:
-        raise ExportError(f"views: {checkpoint_path} is an EBSD checkpoint; turned or mirrored EBSD frames "
-                          "are no other orientation's frames (the detector is tilted), so it takes views 1 only")
+        raise ExportError(f"views: {checkpoint_path} is an EBSD checkpoint; a Kikuchi pattern turned by a quarter "
+                          "turn is no other orientation's pattern (the sample and detector are tilted), so it takes "
+                          "views 1 only")
     network = model_from_checkpoint(checkpoint)
     best = checkpoint["state"]["best_metrics"]
     metrics = {"validation": {k: best.get(k) for k in ("epoch", "val_loss", "val_lattice_accuracy",

@@ -21,7 +21,6 @@ from .export import ExportError, export_network, output_meanings, preprocessing_
 from .orientation import laue_operators
 from .physics.catalogue import get_phase_entry
 from .training import config_from_checkpoint, load_checkpoint, model_from_checkpoint
-from .view_ensemble import VIEW_COUNTS
 
 INPUT_DTYPE = "uint16"
 OUTPUT_MEANINGS = {
@@ -96,15 +95,13 @@ def export_sped_checkpoint(checkpoint_path: str | Path, out: str | Path, evaluat
     if config.data.kind != "4dstem":
         raise ValueError(f"{checkpoint_path} is not a 4D-STEM checkpoint (its data kind is {config.data.kind})")
     oriented = checkpoint["orientation_phases"]
-    if views not in VIEW_COUNTS:
-        raise ExportError(f"views: {views} is not one of {', '.join(map(str, VIEW_COUNTS))}")
-    if views > 1:
+    if views != 1:
         check_views_exact(checkpoint_path, config, oriented)
     best = checkpoint["state"]["best_metrics"]
     metrics = {"validation": {k: best.get(k) for k in ("epoch", "val_loss", "val_median_disorientation_deg",
                                                         "val_usable_accuracy")}}
     out = Path(out)
-    operators = laue_operators(next(iter(oriented.values()))) if views > 1 else None
+    operators = laue_operators(next(iter(oriented.values()))) if views != 1 else None
     export_network(model_from_checkpoint(checkpoint), tuple(config.data.frame_shape),
                    build_sped_card(config, checkpoint, metrics, views), out, views=views, operators=operators)
     model = onnx.load(str(out))
