@@ -52,6 +52,7 @@ from diffstream.engines.registry import resolve_model
 
 from .config import Config, DataConfig, parse_config
 from .datasets import (
+    HOLOHEDRY,
     ORDERED_SUPERSTRUCTURES,
     SPED_SPLIT,
     Shard,
@@ -321,6 +322,8 @@ def lattice_scores(model: EvaluatedModel, shard: Shard, split: str) -> dict:
         "materials": materials,
         "confusion_by_material": by_material.tolist(),
     }
+    if model.config.data.labels == "lattice":
+        result["lattice_system_accuracy"] = lattice_system_accuracy(confusion, classes)
     if split == "blind" and model.config.data.labels == "lattice":
         keep = usable & ~np.isin(shard.phase, ORDERED_SUPERSTRUCTURES)
         result["accuracy_without_ordered_superstructures"] = _mean(predicted[keep] == shard.lattice[keep])
@@ -374,6 +377,18 @@ def precision_recall(confusion: np.ndarray, classes: tuple[str, ...]) -> dict[st
             out[name] = {"precision": round(confusion[k, k] / called, 4) if called else None,
                          "recall": round(confusion[k, k] / true, 4) if true else None, "frames": true}
     return out
+
+
+def lattice_system_accuracy(confusion: np.ndarray, classes: tuple[str, ...]) -> float:
+    """Share of the frames whose predicted lattice lies in the true one's lattice system
+    (cubic, hexagonal, rhombohedral, tetragonal, orthorhombic, monoclinic, triclinic: the
+    lattices of one holohedry). On blind materials most errors only mistake the centring
+    (bcc W called cF, B2 NiAl called cI), so this says how far the lattice map can be
+    trusted when the exact lattice cannot."""
+    holohedry = np.array([HOLOHEDRY[name] for name in classes])
+    same_system = holohedry[:, None] == holohedry[None, :]
+    total = confusion.sum()
+    return round(float(confusion[same_system].sum() / total), 4) if total else float("nan")
 
 
 def disorientation_stats(predicted: np.ndarray, quaternions: np.ndarray, point_group: str) -> dict:

@@ -30,6 +30,7 @@ from diffstream.trainer.evaluation import (
     evaluate_model,
     evaluate_voltage,
     half_turn_stats,
+    lattice_system_accuracy,
     load_for_evaluation,
     precision_recall,
     simulate_split,
@@ -163,6 +164,7 @@ def test_lattice_evaluation(lattice_model: Path) -> None:
         assert np.trace(confusion) / confusion.sum() == pytest.approx(result["accuracy"], abs=1e-4)
         for name, row in result["per_class"].items():
             assert row["frames"] == confusion[result["classes"].index(name)].sum()
+        assert result["accuracy"] <= result["lattice_system_accuracy"] <= 1
     assert set(result["per_class"]) >= {"cF"}
     test = evaluate_model(lattice_model, frames=8)
     assert set(test["disorientation_deg"]) == {"Ni", "Fe", "Ti"}
@@ -206,6 +208,16 @@ def test_precision_and_recall() -> None:
     assert scores["a"] == {"precision": 0.6, "recall": 0.75, "frames": 4}
     assert scores["b"] == {"precision": 0.0, "recall": None, "frames": 0}
     assert scores["c"] == {"precision": 1.0, "recall": round(4 / 6, 4), "frames": 6}
+
+
+def test_lattice_system_accuracy_forgives_the_centring_only() -> None:
+    classes = ("aP", "mP", "mC", "oP", "oC", "oI", "oF", "tP", "tI", "hP", "hR", "cP", "cI", "cF")
+    confusion = np.zeros((14, 14), dtype=np.int64)
+    index = {name: i for i, name in enumerate(classes)}
+    for truth, predicted, frames in [("cI", "cF", 3), ("cP", "cI", 2), ("mC", "mP", 1), ("tI", "tI", 4),
+                                     ("hP", "hR", 5), ("tP", "cP", 6), ("oF", "oP", 7)]:
+        confusion[index[truth], index[predicted]] += frames
+    assert lattice_system_accuracy(confusion, classes) == pytest.approx((3 + 2 + 1 + 4 + 7) / 28, abs=1e-4)
 
 
 def test_euler_scores_forgive_symmetry_only_when_moved() -> None:
