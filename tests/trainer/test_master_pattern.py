@@ -1,6 +1,8 @@
 """Kinematical and EMsoft master patterns: physics, the disk cache and input validation."""
 from __future__ import annotations
 
+import sys
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import kikuchipy
@@ -24,6 +26,7 @@ from diffstream.trainer.physics.master_pattern import (
     MasterPattern,
     band_family_scales,
     dynamical_contrast,
+    fill_master_pattern_cache,
     kinematical_master_pattern,
     kinematical_reflectors,
     load_emsoft_master_pattern,
@@ -109,6 +112,49 @@ def test_cache_hit_returns_identical_arrays(ni, cache, monkeypatch):
 def test_simulation_is_deterministic(ni, tmp_path):
     fresh = kinematical_master_pattern("Ni", 20.0, cache_dir=tmp_path, **SMALL)
     np.testing.assert_array_equal(fresh.hemispheres, ni.hemispheres)
+
+
+def test_cache_filled_on_two_processes_equals_serial_simulation(ni, triclinic, tmp_path):
+    """The pool computes only what is missing, once per distinct request, and writes what
+    the serial path would (the parent then reads it without simulating)."""
+    settings = {"cache_dir": tmp_path, **SMALL}
+    requests = [("Ni", 20.0, settings), ("Ni", 20.0, settings), ("Fe", 15.0, settings), (triclinic, 20.0, settings)]
+    assert fill_master_pattern_cache(requests, workers=2, progress=False) == 3
+    assert fill_master_pattern_cache(requests, workers=2, progress=False) == 0
+    assert len(list(tmp_path.glob("*.npz"))) == 3
+    np.testing.assert_array_equal(kinematical_master_pattern("Ni", 20.0, **settings).hemispheres, ni.hemispheres)
+    serial = {**settings, "cache_dir": tmp_path / "serial"}
+    fill_master_pattern_cache([(triclinic, 20.0, serial)], workers=1, progress=False)
+    np.testing.assert_array_equal(kinematical_master_pattern(triclinic, 20.0, **settings).hemispheres,
+                                  kinematical_master_pattern(triclinic, 20.0, **serial).hemispheres)
+
+
+def test_dead_workers_leave_the_rest_to_this_process(tmp_path, monkeypatch):
+    class DeadPool:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def submit(self, *args):
+            raise BrokenProcessPool("a child process terminated abruptly")
+
+    monkeypatch.setattr(mp_module, "ProcessPoolExecutor", DeadPool)
+    requests = [("Ni", 20.0, {"cache_dir": tmp_path, **SMALL}), ("Fe", 20.0, {"cache_dir": tmp_path, **SMALL})]
+    with pytest.warns(RuntimeWarning, match="worker processes stopped .*simulating the rest in this process"):
+        assert fill_master_pattern_cache(requests, workers=2, progress=False) == 2
+    assert len(list(tmp_path.glob("*.npz"))) == 2
+
+
+def test_kikuchipy_bars_are_hidden_and_other_text_shown(capsys):
+    with mp_module._without_progress_bars():
+        sys.stderr.write("\r 50%|#####     | 1/2 [00:01<00:01,  1.6s/it]\r100%|##########| 2/2\n")
+        sys.stderr.write("UserWarning: something a user should see\n")
+    assert capsys.readouterr().err == "UserWarning: something a user should see\n"
 
 
 @pytest.mark.parametrize(

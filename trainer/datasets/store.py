@@ -43,6 +43,7 @@ from diffstream.trainer.physics.geometry import EBSDGeometry
 from diffstream.trainer.physics.master_pattern import (
     MasterPattern,
     dynamical_contrast,
+    fill_master_pattern_cache,
     kinematical_master_pattern,
     master_pattern_cache_key,
 )
@@ -310,15 +311,17 @@ def _varied_in_training(data: DataConfig, split: str, voltage_kv: float) -> bool
     return split in ("train", "val") and voltage_kv != data.voltage_kv
 
 
-def load_masters(data: DataConfig, spec: SplitSpec) -> dict[tuple[str, float], MasterPattern]:
-    """The master pattern of every (phase, voltage) a split's frames are projected from."""
+def load_masters(data: DataConfig, spec: SplitSpec, progress: bool = True) -> dict[tuple[str, float], MasterPattern]:
+    """The master pattern of every (phase, voltage) a split's frames are projected from,
+    those not cached yet simulated first on every core."""
+    requests = {(name, kv): (master_crystal(data, spec.name, name, kv), kv, master_settings(data, spec.name, name, kv))
+                for name in spec.phases for kv in split_voltages(data, spec.name)}
+    fill_master_pattern_cache(list(requests.values()), progress=progress)
     masters = {}
-    for name in spec.phases:
-        for kv in split_voltages(data, spec.name):
-            master = kinematical_master_pattern(master_crystal(data, spec.name, name, kv), kv,
-                                                **master_settings(data, spec.name, name, kv))
-            contrast = master_contrast(data, spec.name, name, kv)
-            masters[name, kv] = master if contrast is None else dynamical_contrast(master, **contrast)
+    for (name, kv), (crystal, _, settings) in requests.items():
+        master = kinematical_master_pattern(crystal, kv, **settings)
+        contrast = master_contrast(data, spec.name, name, kv)
+        masters[name, kv] = master if contrast is None else dynamical_contrast(master, **contrast)
     return masters
 
 
@@ -339,7 +342,7 @@ def build_split(data: DataConfig, split: str, progress: bool = True) -> Path:
     if data.kind == "4dstem":
         synthesize = synthesize_sped_shard
     else:
-        synthesize = functools.partial(synthesize_shard, masters=load_masters(data, spec))
+        synthesize = functools.partial(synthesize_shard, masters=load_masters(data, spec, progress))
     sizes = []
     for index, plan in enumerate(tqdm(plans, desc=f"dataset {split}", unit="shard", disable=not progress)):
         path = folder / f"shard-{index:05d}.npz"

@@ -32,12 +32,18 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
+import multiprocessing
 import os
 import re
+import sys
 import tempfile
+import warnings
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +57,7 @@ from kikuchipy.signals import EBSDMasterPattern
 from kikuchipy.simulations import KikuchiPatternSimulator
 from orix.crystal_map import Phase
 from scipy.ndimage import gaussian_filter
+from tqdm import tqdm
 
 from .catalogue import get_phase_entry
 from .errors import PhysicsInputError, check_integer, check_number
@@ -142,7 +149,7 @@ def kinematical_master_pattern(
     phase = _resolve_phase(phase)
     settings = _settings(phase, voltage_kv, half_size, min_dspacing, min_relative_intensity,
                          band_jitter, band_jitter_seed)
-    path = master_pattern_cache_dir(cache_dir) / f"{_file_stem(phase.name)}-{_key(settings)}.npz"
+    path = _cache_file(phase, _key(settings), cache_dir)
     data = _read_cache(path, settings)
     if data is None:
         reflectors = kinematical_reflectors(phase, voltage_kv, min_dspacing, min_relative_intensity,
@@ -272,6 +279,61 @@ def master_pattern_cache_key(
                           band_jitter, band_jitter_seed))
 
 
+MasterRequest = tuple[str | Phase, float, dict]
+"""A master pattern to simulate: phase, voltage (kV) and ``kinematical_master_pattern``'s
+keyword arguments."""
+
+
+def fill_master_pattern_cache(requests: Sequence[MasterRequest], workers: int | None = None,
+                              progress: bool = True) -> int:
+    """Simulate into the cache, on ``workers`` processes (default: one per core), the
+    ``requests`` that are not cached yet; returns how many it simulated. Each simulation runs
+    numba on one thread to stay deterministic (``_one_numba_thread``), so a training set's
+    hundreds of master patterns (five voltages of every material) would otherwise keep all
+    cores but one idle. Should the workers die (a script without the ``__main__`` guard that
+    spawned processes need, or memory), the rest is simulated here, with a warning."""
+    missing = list({_request_file(*request): request for request in requests
+                    if not _request_file(*request).is_file()}.values())
+    workers = min(workers or os.cpu_count() or 1, len(missing))
+    with tqdm(total=len(missing), desc="master patterns", unit="pattern", disable=not progress or not missing) as bar:
+        if workers > 1:
+            try:
+                _simulate_in_pool(missing, workers, bar)
+            except BrokenProcessPool as error:
+                warnings.warn(f"master patterns: the worker processes stopped ({error}); simulating the rest "
+                              "in this process", RuntimeWarning, stacklevel=2)
+        for request in missing:
+            if not _request_file(*request).is_file():
+                _simulate_into_cache(request)
+                bar.update()
+    return len(missing)
+
+
+def _simulate_in_pool(requests: list[MasterRequest], workers: int, bar: tqdm) -> None:
+    # spawn, not fork: the parent may hold torch's and numba's threads, which a fork copies mid-state
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for done in as_completed([pool.submit(_simulate_into_cache, request) for request in requests]):
+            done.result()
+            bar.update()
+
+
+def _simulate_into_cache(request: MasterRequest) -> None:
+    phase, voltage_kv, settings = request
+    kinematical_master_pattern(phase, voltage_kv, **settings)
+
+
+def _request_file(phase: str | Phase, voltage_kv: float, settings: dict) -> Path:
+    """The cache file ``kinematical_master_pattern(phase, voltage_kv, **settings)`` reads."""
+    settings = dict(settings)
+    cache_dir = settings.pop("cache_dir", None)
+    phase = _resolve_phase(phase)
+    return _cache_file(phase, master_pattern_cache_key(phase, voltage_kv, **settings), cache_dir)
+
+
+def _cache_file(phase: Phase, key: str, cache_dir: str | Path | None) -> Path:
+    return master_pattern_cache_dir(cache_dir) / f"{_file_stem(phase.name)}-{key}.npz"
+
+
 def master_pattern_cache_dir(cache_dir: str | Path | None = None) -> Path:
     """Where master patterns are cached: ``cache_dir`` if given, else
     ``$DIFFSTREAM_CACHE/master_patterns``, else ``~/.cache/diffstream/master_patterns``."""
@@ -384,7 +446,7 @@ def _simulate(reflectors: ReciprocalLatticeVector, half_size: int) -> np.ndarray
     stereographic projection and re-samples with a cubic spline, which overshoots below
     zero beside sharp band edges in small master patterns; intensities are clipped at 0."""
     simulator = KikuchiPatternSimulator(reflectors)
-    with _one_numba_thread():
+    with _one_numba_thread(), _without_progress_bars():
         stereographic = simulator.calculate_master_pattern(
             half_size=half_size, hemisphere="both", scaling="linear"
         )
@@ -404,6 +466,25 @@ def _one_numba_thread() -> Iterator[None]:
         yield
     finally:
         numba.set_num_threads(previous)
+
+
+_PROGRESS_BAR = re.compile(r"\d+%\|")
+
+
+@contextlib.contextmanager
+def _without_progress_bars() -> Iterator[None]:
+    """kikuchipy draws a progress bar for each hemisphere it simulates; a training set
+    simulates hundreds, whose bars would bury the one over them all
+    (``fill_master_pattern_cache``). Anything else written meanwhile (warnings) still shows."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            yield
+    finally:
+        rest = [line for line in re.split(r"[\r\n]", captured.getvalue())
+                if line.strip() and not _PROGRESS_BAR.search(line)]
+        if rest:
+            sys.stderr.write("\n".join(rest) + "\n")
 
 
 def _read_cache(path: Path, settings: dict) -> np.ndarray | None:
