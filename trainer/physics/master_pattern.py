@@ -292,18 +292,18 @@ def fill_master_pattern_cache(requests: Sequence[MasterRequest], workers: int | 
     hundreds of master patterns (five voltages of every material) would otherwise keep all
     cores but one idle. Should the workers die (a script without the ``__main__`` guard that
     spawned processes need, or memory), the rest is simulated here, with a warning."""
-    missing = list({_request_file(*request): request for request in requests
-                    if not _request_file(*request).is_file()}.values())
+    files = {_request_file(*request): request for request in requests}
+    missing = {path: request for path, request in files.items() if not path.is_file()}
     workers = min(workers or os.cpu_count() or 1, len(missing))
     with tqdm(total=len(missing), desc="master patterns", unit="pattern", disable=not progress or not missing) as bar:
         if workers > 1:
             try:
-                _simulate_in_pool(missing, workers, bar)
+                _simulate_in_pool(list(missing.values()), workers, bar)
             except BrokenProcessPool as error:
                 warnings.warn(f"master patterns: the worker processes stopped ({error}); simulating the rest "
                               "in this process", RuntimeWarning, stacklevel=2)
-        for request in missing:
-            if not _request_file(*request).is_file():
+        for path, request in missing.items():
+            if not path.is_file():
                 _simulate_into_cache(request)
                 bar.update()
     return len(missing)
