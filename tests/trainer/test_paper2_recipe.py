@@ -25,7 +25,12 @@ from diffstream.trainer.training import (
     train,
 )
 
-CONFIG = Path(__file__).resolve().parents[2] / "trainer" / "configs" / "paper2-cnn.toml"
+CONFIGS = Path(__file__).resolve().parents[2] / "trainer" / "configs"
+PAPER2_RECIPES = {"paper2-cnn": ("paper2-cnn", 64, 5e-4, "paper2"),
+                  "paper2-densenet121": ("densenet121", 64, 5e-4, "paper2"),
+                  "paper2-swin-t": ("swin_t", 32, 1e-4, "constant")}
+"""Architecture, batch size, initial learning rate and schedule of each network as paper 2
+trained it: the decaying rate for the CNN and the DenseNets, a constant 1e-4 for Swin-T."""
 
 
 def test_euler_head_is_orix_bunge() -> None:
@@ -75,9 +80,23 @@ def test_paper2_learning_rate_law() -> None:
     assert factor(499) == pytest.approx(0.995) and factor(999) == pytest.approx(0.995**2)
 
 
-def test_quick_run_checks_r2_and_exports(tmp_path: Path) -> None:
-    config = load_config(CONFIG, quick=True)
-    assert config.train.batch_size == 32 and load_config(CONFIG).train.batch_size == 64
+@pytest.mark.parametrize("name", PAPER2_RECIPES)
+def test_recipe_is_paper2s(name: str) -> None:
+    """The three networks share paper 2's data, target, loss and stopping rule (so they compare
+    side by side on one cached dataset) and differ only where the paper trained them apart."""
+    config, cnn = load_config(CONFIGS / f"{name}.toml"), load_config(CONFIGS / "paper2-cnn.toml")
+    architecture, batch_size, learning_rate, schedule = PAPER2_RECIPES[name]
+    assert config.model.architecture == architecture and config.model.input_size == (128, 128)
+    assert (config.train.batch_size, config.train.learning_rate, config.train.lr_schedule) == (
+        batch_size, learning_rate, schedule)
+    assert config.data == cnn.data
+    assert config.train.orientation_loss == "euler-huber" and config.model.options["rotation"] == "euler"
+    assert (config.train.stop_val_r2, config.train.r2_every) == (0.95, 10)
+
+
+@pytest.mark.parametrize("name", PAPER2_RECIPES)
+def test_quick_run_checks_r2_and_exports(name: str, tmp_path: Path) -> None:
+    config = load_config(CONFIGS / f"{name}.toml", quick=True)
     train(config, tmp_path / "run", progress=False)
     checkpoint = load_checkpoint(tmp_path / "run" / "last.pt")
     history = checkpoint["state"]["history"]
