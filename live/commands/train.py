@@ -23,7 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--config", required=True,
                        help="TOML config file, or a shipped config's name (e.g. ebsd-lattice)")
     train.add_argument("--quick", action="store_true",
-                       help="the config's tiny smoke-test variant: small data, one epoch, under a minute")
+                       help="the config's tiny smoke-test variant: small data, one or two epochs, under a "
+                            "minute")
     train.add_argument("--out", type=Path, help="output folder for checkpoints (default runs/NAME)")
     train.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to train (default cpu)")
     train.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
