@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .physics.master_pattern import SIMULATIONS
 from .physics.specimen import ComponentTexture
 
 PAPER1_TRAINING = "paper1-training"
@@ -106,7 +107,13 @@ class DataConfig:
     high_res_fraction: float = 0.2
     """Share of training frames from a high-dose, low-contrast camera instead of the fast one."""
     master_half_size: int = 400
-    """Lambert half size of the kinematical master patterns (400: the physics default)."""
+    """Lambert half size of the master patterns (400: the physics default)."""
+    master_simulation: str = "kinematical"
+    """EBSD only: how every split's master patterns are simulated, "kinematical" (bands summed
+    from structure factors, seconds each) or "dynamical" (many-beam Bloch waves,
+    ``physics.bloch_wave``: the sharp band edges and dark zone axes of real patterns, which a
+    network trained on kinematical ones does not recognise; tens of seconds each at
+    ``master_half_size = 100``)."""
     shard_size: int = 4096
     seed: int = 0
     patterns: int = 0
@@ -312,6 +319,12 @@ def _check(section: Any, where: str) -> None:
         if value and not (kind == "ebsd" and section.source == "simulated" and set(voltages) - {section.voltage_kv}):
             raise ConfigError(f"{where}: {option} changes simulated EBSD training frames at the train_voltages_kv "
                               f"other than voltage_kv; set those (kind = \"ebsd\", source = \"simulated\")")
+    simulation = getattr(section, "master_simulation", "kinematical")
+    if simulation not in SIMULATIONS:
+        raise ConfigError(f"{where}: master_simulation must be one of {', '.join(SIMULATIONS)}, got {simulation!r}")
+    if simulation == "dynamical" and (jitter or contrast or kind != "ebsd"):
+        raise ConfigError(f"{where}: master_simulation = \"dynamical\" is for EBSD sets without band_jitter and "
+                          f"dynamical_contrast, which re-render kinematical master patterns")
     source = getattr(section, "source", "simulated")
     if source not in DATA_SOURCES:
         raise ConfigError(f"{where}: source must be one of {', '.join(DATA_SOURCES)}, got {source!r}")

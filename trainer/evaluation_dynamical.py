@@ -1,12 +1,12 @@
 """``diffstream evaluate --master PHASE=FILE``: an EBSD lattice model on frames projected from
-dynamical (EMsoft) master patterns, beside the same frames from the kinematical ones.
+dynamical (EMsoft) master patterns, beside the same frames from the master patterns it was
+trained on (kinematical, or the package's own Bloch-wave ones: ``data.master_simulation``).
 
-Why: every network here is trained on kinematical master patterns, and real patterns are
-dynamical. Their zone axes are subdued and their bands sharp-edged, where kinematical bands
-add up into bright zone-axis blobs; the model shipped on 2026-12-05 classes none of 200
-frames of kikuchipy's dynamical Ni master pattern cF. The kinematical row uses the same
-orientations, pattern centres and cameras (the same shard plans), so the difference between
-the two rows is the master pattern alone.
+Why: real patterns are dynamical. Their zone axes are subdued and their bands sharp-edged,
+where kinematical bands add up into bright zone-axis blobs; the model shipped on 2026-12-05,
+trained on kinematical master patterns, classes none of 200 frames of kikuchipy's dynamical
+Ni master pattern cF. The first row uses the same orientations, pattern centres and cameras
+(the same shard plans), so the difference between the two rows is the master pattern alone.
 """
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ from .physics.master_pattern import load_emsoft_master_pattern
 
 def evaluate_dynamical(spec: str | Path, files: dict[str, Path], frames: int | None = None) -> dict:
     """Scores of ``spec`` on ``frames`` fresh frames of each phase of ``files`` (name → EMsoft
-    master pattern file at the model's voltage), once from the kinematical master patterns and
-    once from the files: accuracy, how each phase's frames were classed, and the oriented
+    master pattern file at the model's voltage), once from the master patterns the model was
+    trained on and once from the files: accuracy, how each phase's frames were classed, and the oriented
     phases' disorientation. The phases must all be training (test) or all blind materials."""
     model = load_for_evaluation(spec)
     if model.card.kind != "ebsd":
@@ -57,7 +57,7 @@ def evaluate_dynamical(spec: str | Path, files: dict[str, Path], frames: int | N
             raise EvaluationError(f"master: {master.source} holds space group {held.short_name} "
                                   f"(No. {held.number}); {name} is {expected.short_name} (No. {expected.number})")
     rows = []
-    for label, masters in (("kinematical", load_masters(data, restricted)), ("dynamical", dynamical)):
+    for label, masters in ((data.master_simulation, load_masters(data, restricted)), ("EMsoft", dynamical)):
         scores = lattice_scores(model, synthesize_in_memory(data, restricted, masters), split)
         rows.append({"master": label, "frames": scores["frames"], "accuracy": scores["accuracy"],
                      "per_material_accuracy": scores["per_material_accuracy"],

@@ -246,6 +246,21 @@ def test_dynamical_contrast_renders_training_voltages_away_from_the_nominal_one(
     assert not np.allclose(rendered["Ni", 15.0].hemispheres, simulated["Ni", 15.0].hemispheres)
 
 
+def test_dynamical_master_patterns_serve_every_split(tmp_path, monkeypatch) -> None:
+    """``master_simulation = "dynamical"`` swaps the master patterns of every split (test and
+    blind frames must look like what the network was trained on) and so every cache key."""
+    monkeypatch.setenv("DIFFSTREAM_CACHE", str(tmp_path))
+    data = dataclasses.replace(TINY, materials=("Ni", "Ti"), master_simulation="dynamical")
+    plain = dataclasses.replace(data, master_simulation="kinematical")
+    assert master_settings(data, "blind", "W", 20.0) == {"half_size": 24, "simulation": "dynamical"}
+    assert master_settings(plain, "blind", "W", 20.0) == {"half_size": 24}
+    for split in ("train", "test", "blind"):
+        assert split_key(data, split_spec(data, split)) != split_key(plain, split_spec(plain, split))
+    masters = load_masters(data, split_spec(data, "test"))
+    assert {master.source for master in masters.values()} == {"dynamical (Bloch waves)"}
+    assert masters["Ti", 20.0].hemispheres.shape == (2, 49, 49)
+
+
 @pytest.mark.parametrize("split", ["val", "test", "blind", "demo"])
 def test_other_splits(split: str) -> None:
     shard: Shard = load_split(TINY, split, progress=False)

@@ -424,9 +424,10 @@ EMSOFT_NI = Path(kikuchipy.data.__path__[0]) / "emsoft_ebsd_master_pattern" / "n
 
 
 def test_dynamical_comparison(lattice_model: Path) -> None:
-    """Two rows over the same plan, kinematical first; the EMsoft file must be Ni's crystal."""
+    """Two rows over the same plan, the model's own master patterns (kinematical) first; the
+    EMsoft file must be Ni's crystal."""
     result = evaluate_dynamical(lattice_model, {"Ni": EMSOFT_NI}, frames=4)
-    assert result["split"] == "test" and [row["master"] for row in result["rows"]] == ["kinematical", "dynamical"]
+    assert result["split"] == "test" and [row["master"] for row in result["rows"]] == ["kinematical", "EMsoft"]
     for row in result["rows"]:
         assert row["frames"] == 4 and sum(row["classed_as"]["Ni"].values()) == 4
         assert row["per_material_accuracy"]["Ni"] == row["accuracy"] == row["classed_as"]["Ni"].get("cF", 0) / 4
@@ -442,7 +443,7 @@ def test_dynamical_cli(lattice_model: Path) -> None:
     done = run_diffstream("evaluate", "--model", str(lattice_model), "--master", f"Ni={EMSOFT_NI}", "--n", "2")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[1].split()[0] == "kinematical:" and lines[3].split()[0] == "dynamical:"
+    assert lines[1].split()[0] == "kinematical:" and lines[3].split()[0] == "EMsoft:"
     assert lines[2].split()[:3] == ["Ni", "classed", "as:"]
     for argv, message in ((["--master", f"Ni={EMSOFT_NI}", "--blind"], "--master: a comparison of its own"),
                           (["--master", "Ni"], "expected PHASE=FILE"),

@@ -67,6 +67,11 @@ def test_config_errors_name_the_field() -> None:
         parse_config({"name": "x", "data": {"dynamical_contrast": 1, "train_voltages_kv": [15, 25]}})
     with pytest.raises(ConfigError, match="band_jitter must be a number in"):
         parse_config({"name": "x", "data": {"band_jitter": -1, "train_voltages_kv": [15, 25]}})
+    with pytest.raises(ConfigError, match="master_simulation must be one of kinematical, dynamical"):
+        parse_config({"name": "x", "data": {"master_simulation": "multislice"}})
+    with pytest.raises(ConfigError, match="master_simulation = \"dynamical\" is for EBSD sets without band_jitter"):
+        parse_config({"name": "x", "data": {"master_simulation": "dynamical", "band_jitter": 0.5,
+                                            "train_voltages_kv": [15, 25]}})
     with pytest.raises(ConfigError, match="axial_jitter changes simulated EBSD training frames"):
         parse_config({"name": "x", "data": {"axial_jitter": 0.2}})
     with pytest.raises(ConfigError, match=r"axial_jitter must be a number in \[0, 1\]"):

@@ -44,8 +44,8 @@ from diffstream.trainer.physics.master_pattern import (
     MasterPattern,
     dynamical_contrast,
     fill_master_pattern_cache,
-    kinematical_master_pattern,
     master_pattern_cache_key,
+    simulated_master_pattern,
 )
 from diffstream.trainer.physics.random_structures import random_names
 
@@ -273,6 +273,8 @@ def master_settings(data: DataConfig, split: str, phase: str, voltage_kv: float)
     ``voltage_kv`` come from: band-jittered for training and validation away from the nominal
     voltage (``DataConfig.band_jitter``), with a seed of its own per (material, voltage)."""
     settings = {"half_size": data.master_half_size}
+    if data.master_simulation != "kinematical":
+        settings["simulation"] = data.master_simulation
     if data.band_jitter and _varied_in_training(data, split, voltage_kv):
         seed = zlib.crc32(f"{phase}|{voltage_kv:g}|{data.seed}".encode())
         settings.update(band_jitter=data.band_jitter, band_jitter_seed=seed)
@@ -319,7 +321,7 @@ def load_masters(data: DataConfig, spec: SplitSpec, progress: bool = True) -> di
     fill_master_pattern_cache(list(requests.values()), progress=progress)
     masters = {}
     for (name, kv), (crystal, _, settings) in requests.items():
-        master = kinematical_master_pattern(crystal, kv, **settings)
+        master = simulated_master_pattern(crystal, kv, **settings)
         contrast = master_contrast(data, spec.name, name, kv)
         masters[name, kv] = master if contrast is None else dynamical_contrast(master, **contrast)
     return masters
