@@ -37,8 +37,8 @@ diffuse scattering (a proportional model instead).
 from __future__ import annotations
 
 import numpy as np
+from diffsims.utils.lobato_scattering_params import ATOMIC_SCATTERING_PARAMS_LOBATO
 from orix.crystal_map import Phase
-from tqdm import tqdm
 
 from .errors import check_integer, check_number
 from .structure_factors import (
@@ -76,8 +76,6 @@ def electron_wavenumber(voltage_kv: float) -> tuple[float, float]:
 
 def atomic_numbers(elements: tuple[str, ...]) -> np.ndarray:
     """Z of each element from its Lobato parameters' large-angle limit (see ``_BOHR_RADIUS``)."""
-    from diffsims.utils.lobato_scattering_params import ATOMIC_SCATTERING_PARAMS_LOBATO
-
     params = np.array([ATOMIC_SCATTERING_PARAMS_LOBATO[e] for e in elements], dtype=float).reshape(-1, 5, 2)
     return np.rint(2.0 * np.pi**2 * _BOHR_RADIUS * np.sum(params[..., 0] / params[..., 1], axis=1))
 
@@ -120,7 +118,8 @@ class BlochWaveSimulator:
         self._centre = int(reach @ self._strides)
         box = np.stack(np.meshgrid(*[np.arange(-r, r + 1) for r in reach], indexing="ij"), axis=-1).reshape(-1, 3)
         self._potential = potential * structure_factors(sites, box)
-        self._sources = _source_factors(sites, box)
+        # P(Δg): the sources' structure factor, Z² (Rutherford) in place of f(g)
+        self._sources = structure_factors(sites, box, atomic_numbers(sites.elements) ** 2)
         self._beam_index = self.hkl @ self._strides
         self.mean_potential = float(self._potential[self._centre].real)
         strength = np.abs(self._potential[self._centre + self._beam_index])
@@ -167,20 +166,6 @@ class BlochWaveSimulator:
         return np.real(np.sum(interference * densities, axis=(1, 2)))
 
 
-def _source_factors(sites, hkl: np.ndarray) -> np.ndarray:
-    """P(Δg) = Σ_n Z_n² occ_n exp(−B_n Δg²/4) exp(2πi Δh·x_n) for each row of ``hkl``: the
-    backscattering sources' structure factor, by blocks like the electron structure factors."""
-    z2 = atomic_numbers(sites.elements) ** 2 * sites.occupancy
-    g2 = np.sum((hkl @ sites.reciprocal_basis.T) ** 2, axis=1)
-    out = np.empty(len(hkl), dtype=complex)
-    block = 8192
-    for lo in range(0, len(hkl), block):
-        part = slice(lo, lo + block)
-        phases = np.exp(2j * np.pi * (hkl[part] @ sites.xyz.T))
-        out[part] = (phases * np.exp(-0.25 * np.outer(g2[part], sites.b_iso))) @ z2
-    return out
-
-
 def lambert_directions(size: int) -> np.ndarray:
     """Unit vectors (size², 3) of the upper hemisphere's square Lambert pixels, row-major
     with x along columns and y along rows, both from −1 to 1 (kikuchipy's layout, which the
@@ -201,17 +186,11 @@ def lambert_directions(size: int) -> np.ndarray:
     return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 
-def dynamical_hemispheres(simulator: BlochWaveSimulator, half_size: int, progress: bool = False) -> np.ndarray:
+def dynamical_hemispheres(simulator: BlochWaveSimulator, half_size: int) -> np.ndarray:
     """Both Lambert hemispheres (2, n, n), n = 2·``half_size`` + 1, float32 scaled to a
     maximum of 1, upper (z ≥ 0) first."""
     check_integer("half_size", half_size, 2, 2000)
     size = 2 * half_size + 1
     upper = lambert_directions(size)
-    directions = np.vstack([upper, upper * np.array([1.0, 1.0, -1.0])])
-    values = np.empty(len(directions))
-    with tqdm(total=len(directions), desc="Bloch waves", unit="direction", disable=not progress) as bar:
-        for lo in range(0, len(directions), 16 * _CHUNK):
-            values[lo:lo + 16 * _CHUNK] = simulator.intensities(directions[lo:lo + 16 * _CHUNK])
-            bar.update(min(16 * _CHUNK, len(directions) - lo))
-    values = np.maximum(values, 0.0)
+    values = np.maximum(simulator.intensities(np.vstack([upper, upper * np.array([1.0, 1.0, -1.0])])), 0.0)
     return (values / values.max()).reshape(2, size, size).astype(np.float32)

@@ -124,12 +124,14 @@ def reflections_within(phase: Phase, max_g: float) -> np.ndarray:
     return hkl[g <= max_g]
 
 
-def structure_factors(source: Phase | Sites, hkl: ArrayLike) -> np.ndarray:
+def structure_factors(source: Phase | Sites, hkl: ArrayLike, site_weights: np.ndarray | None = None) -> np.ndarray:
     """Complex F(hkl) in Å, one per reflection (N,), of a phase or of its expanded sites:
 
     F(hkl) = Σ occ · f(g) · exp(−B g²/4) · exp(2πi h·x) over every atom of the cell.
 
-    Pass :class:`Sites` when calling more than once, to expand the cell only once.
+    Pass :class:`Sites` when calling more than once, to expand the cell only once. With
+    ``site_weights`` (one per site), those replace the scattering factors f(g): the same sum
+    for other point-like scatterers, such as the backscattering sources of dynamical EBSD.
     """
     sites = source if isinstance(source, Sites) else full_cell_sites(source)
     indices = _miller_indices(hkl)
@@ -142,7 +144,7 @@ def structure_factors(source: Phase | Sites, hkl: ArrayLike) -> np.ndarray:
     for lo in range(0, len(indices), _REFLECTION_BLOCK):
         block = slice(lo, lo + _REFLECTION_BLOCK)
         g2 = g[block] ** 2
-        f = _lobato(params, g2)[:, species_of_site]  # (G, A)
+        f = _lobato(params, g2)[:, species_of_site] if site_weights is None else site_weights[None, :]  # (G, A)
         debye_waller = np.exp(-0.25 * np.outer(g2, sites.b_iso))
         out[block] = (f * debye_waller * _phase_factors(indices[block], sites.xyz)) @ sites.occupancy
     return out
