@@ -1,6 +1,6 @@
 """EBSD master patterns in the square Lambert projection: kinematical ones simulated for any
-phase (and cached on disk, because they take seconds to tens of seconds each) or dynamical
-ones read from EMsoft files.
+phase (and cached on disk, because they take seconds to tens of seconds each), dynamical ones
+by many-beam Bloch waves (:mod:`.bloch_wave`, cached the same way) or read from EMsoft files.
 
 Defaults and why:
 
