@@ -41,7 +41,7 @@ import sys
 import tempfile
 import warnings
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -207,7 +207,8 @@ def simulated_master_pattern(phase: str | Phase, voltage_kv: float = DEFAULT_VOL
     return simulate(phase, voltage_kv, **settings)
 
 
-def _cached(phase: Phase, settings: dict, cache_dir: str | Path | None, simulate) -> np.ndarray:
+def _cached(phase: Phase, settings: dict, cache_dir: str | Path | None,
+            simulate: Callable[[], np.ndarray]) -> np.ndarray:
     """The hemispheres cached under ``settings``, or ``simulate()``'s, written to the cache."""
     path = _cache_file(phase, _key(settings), cache_dir)
     data = _read_cache(path, settings)
