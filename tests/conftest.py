@@ -9,7 +9,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
+from scipy.ndimage import gaussian_filter
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -28,6 +30,14 @@ def run_diffstream(*args: str, timeout: float = 300) -> subprocess.CompletedProc
     """Run the installed ``diffstream`` console script, as a user would from the shell."""
     exe = Path(sys.executable).with_name("diffstream")
     return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=timeout)
+
+
+def high_passed(frames: np.ndarray) -> np.ndarray:
+    """EBSD frames as the network sees them: the smooth background gone, standardised, so
+    that the mean product of two such stacks is their Pearson r."""
+    frames = frames - np.stack([gaussian_filter(f, frames.shape[-1] / 8) for f in frames])
+    frames = frames - frames.mean(axis=(1, 2), keepdims=True)
+    return frames / frames.std(axis=(1, 2), keepdims=True)
 
 
 def start_server(*args: str) -> tuple[subprocess.Popen, str]:

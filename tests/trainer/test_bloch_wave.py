@@ -11,8 +11,8 @@ from diffpy.structure import Atom, Lattice, Structure
 from kikuchipy.signals.util._master_pattern import _lambert2vector
 from orix.crystal_map import Phase
 from orix.vector import Vector3d
-from scipy.ndimage import gaussian_filter
 
+from conftest import high_passed
 from diffstream.live.scan_render import DEFAULT_EBSD_GEOMETRY
 from diffstream.trainer.physics.bloch_wave import (
     BlochWaveSimulator,
@@ -95,12 +95,6 @@ def test_intensities_have_the_point_group_symmetry() -> None:
     assert not np.allclose(simulator.intensities(rng.normal(size=(40, 3))), reference, rtol=0.05)
 
 
-def _high_passed(frames: np.ndarray) -> np.ndarray:
-    frames = frames - np.stack([gaussian_filter(f, frames.shape[-1] / 8) for f in frames])
-    frames = frames - frames.mean(axis=(1, 2), keepdims=True)
-    return frames / frames.std(axis=(1, 2), keepdims=True)
-
-
 def test_bloch_wave_ni_looks_like_emsofts(cache) -> None:
     """The reference: frames of kikuchipy's EMsoft Ni master pattern (20 kV) against frames of
     ours, orientation for orientation at the demo geometry, background removed as the network
@@ -109,10 +103,10 @@ def test_bloch_wave_ni_looks_like_emsofts(cache) -> None:
     half size 100)."""
     emsoft = load_emsoft_master_pattern(EMSOFT_NI, 20.0)
     rotations = uniform_quaternions(60, np.random.default_rng(3))
-    reference = _high_passed(project_patterns(emsoft, rotations, DEFAULT_EBSD_GEOMETRY))
+    reference = high_passed(project_patterns(emsoft, rotations, DEFAULT_EBSD_GEOMETRY))
 
     def similarity(master) -> float:
-        return float((_high_passed(project_patterns(master, rotations, DEFAULT_EBSD_GEOMETRY)) * reference).mean())
+        return float((high_passed(project_patterns(master, rotations, DEFAULT_EBSD_GEOMETRY)) * reference).mean())
 
     dynamical = simulated_master_pattern("Ni", 20.0, simulation="dynamical", half_size=50, cache_dir=cache)
     kinematical = kinematical_master_pattern("Ni", 20.0, half_size=50, cache_dir=cache)

@@ -14,8 +14,8 @@ from diffpy.structure import Atom, Lattice, Structure
 from kikuchipy.simulations.kikuchi_pattern_simulator import get_pattern
 from orix.crystal_map import Phase
 from orix.vector import Vector3d
-from scipy.ndimage import gaussian_filter
 
+from conftest import high_passed
 from diffstream.live.scan_render import DEFAULT_EBSD_GEOMETRY
 from diffstream.trainer.models.preprocess import LocalContrastNormalise, PatternNormalise
 from diffstream.trainer.physics import master_pattern as mp_module
@@ -304,13 +304,6 @@ def test_missing_emsoft_file_names_the_path(tmp_path):
         load_emsoft_master_pattern(tmp_path / "absent.h5", 20.0)
 
 
-def _high_passed(frames: np.ndarray) -> np.ndarray:
-    """Frames as the network sees them: the smooth background gone, standardised."""
-    frames = frames - np.stack([gaussian_filter(f, frames.shape[-1] / 8) for f in frames])
-    frames = frames - frames.mean(axis=(1, 2), keepdims=True)
-    return frames / frames.std(axis=(1, 2), keepdims=True)
-
-
 def test_dynamical_contrast_brings_kinematical_ni_closer_to_emsoft_ni(cache):
     """The point of the re-rendering: frames of the kinematical Ni master pattern must look
     more like those of kikuchipy's dynamical (EMsoft) Ni one, orientation for orientation."""
@@ -319,8 +312,8 @@ def test_dynamical_contrast_brings_kinematical_ni_closer_to_emsoft_ni(cache):
     rotations = uniform_quaternions(30, np.random.default_rng(3))
 
     def similarity(master: MasterPattern) -> float:
-        a = _high_passed(project_patterns(master, rotations, DEFAULT_EBSD_GEOMETRY))
-        b = _high_passed(project_patterns(dynamical, rotations, DEFAULT_EBSD_GEOMETRY))
+        a = high_passed(project_patterns(master, rotations, DEFAULT_EBSD_GEOMETRY))
+        b = high_passed(project_patterns(dynamical, rotations, DEFAULT_EBSD_GEOMETRY))
         return float((a * b).mean())
 
     rendered = dynamical_contrast(kinematical, clip_quantile=0.97, edge_gain=3.0)
