@@ -39,8 +39,10 @@ from __future__ import annotations
 import numpy as np
 from diffsims.utils.lobato_scattering_params import ATOMIC_SCATTERING_PARAMS_LOBATO
 from orix.crystal_map import Phase
+from scipy import constants
 
 from .errors import check_integer, check_number
+from .sped_geometry import electron_wavelength
 from .structure_factors import (
     full_cell_sites,
     is_extinct,
@@ -65,13 +67,11 @@ each element's Z from the table itself (exact to 1e-6 for every element)."""
 
 
 def electron_wavenumber(voltage_kv: float) -> tuple[float, float]:
-    """K = 1/λ (Å⁻¹) of electrons at ``voltage_kv``, relativistic, and their γ = m/m₀."""
+    """K = 1/λ (Å⁻¹) of electrons at ``voltage_kv`` (the SPED simulator's relativistic
+    wavelength) and their γ = m/m₀, which scales the crystal potential they feel."""
     check_number("voltage_kv", voltage_kv, 1.0, 1000.0, "kV")
-    rest_energy_kev = 510.99895
-    gamma = 1.0 + voltage_kv / rest_energy_kev
-    # λ = hc / sqrt(E (E + 2 m₀c²)), hc = 12.398 keV·Å
-    wavelength = 12.398419843 / np.sqrt(voltage_kv * (voltage_kv + 2.0 * rest_energy_kev))
-    return 1.0 / wavelength, gamma
+    gamma = 1.0 + voltage_kv * 1e3 * constants.e / (constants.m_e * constants.c**2)
+    return 1.0 / electron_wavelength(voltage_kv), gamma
 
 
 def atomic_numbers(elements: tuple[str, ...]) -> np.ndarray:
