@@ -18,6 +18,9 @@ from typing import Any
 from .physics.master_pattern import SIMULATIONS
 from .physics.specimen import ComponentTexture
 
+MIXED_SIMULATIONS = "mixed"
+"""``DataConfig.master_simulation`` for frames from every kind of master pattern."""
+
 PAPER1_TRAINING = "paper1-training"
 """``data.materials`` keyword: two training materials per Bravais lattice (see
 ``datasets.lattices.TRAINING_MATERIALS``)."""
@@ -110,10 +113,12 @@ class DataConfig:
     """Lambert half size of the master patterns (400: the physics default)."""
     master_simulation: str = "kinematical"
     """EBSD only: how every split's master patterns are simulated, "kinematical" (bands summed
-    from structure factors, seconds each) or "dynamical" (many-beam Bloch waves,
+    from structure factors, seconds each), "dynamical" (many-beam Bloch waves,
     ``physics.bloch_wave``: the sharp band edges and dark zone axes of real patterns, which a
     network trained on kinematical ones does not recognise; tens of seconds each at
-    ``master_half_size = 100``)."""
+    ``master_half_size = 100``) or "mixed" (both, each frame drawing one: a network trained
+    on one kind fails on the other, and the demo streams kinematical frames where a camera
+    records dynamical ones)."""
     shard_size: int = 4096
     seed: int = 0
     patterns: int = 0
@@ -133,6 +138,11 @@ class DataConfig:
     misorientation angle in degrees (``physics.specimen.ComponentTexture``) instead of
     uniformly on SO(3), to study one region of orientation space (such as a boundary of the
     Euler fundamental region) within a CPU budget."""
+
+    def simulations(self) -> tuple[str, ...]:
+        """The kinds of master pattern (``physics.master_pattern.SIMULATIONS``) the frames
+        are projected from, each frame drawing one: both for ``master_simulation = "mixed"``."""
+        return SIMULATIONS if self.master_simulation == MIXED_SIMULATIONS else (self.master_simulation,)
 
     def texture(self) -> ComponentTexture | None:
         """The orientation distribution of the patterns: None for uniform on SO(3)."""
@@ -320,11 +330,12 @@ def _check(section: Any, where: str) -> None:
             raise ConfigError(f"{where}: {option} changes simulated EBSD training frames at the train_voltages_kv "
                               f"other than voltage_kv; set those (kind = \"ebsd\", source = \"simulated\")")
     simulation = getattr(section, "master_simulation", "kinematical")
-    if simulation not in SIMULATIONS:
-        raise ConfigError(f"{where}: master_simulation must be one of {', '.join(SIMULATIONS)}, got {simulation!r}")
-    if simulation == "dynamical" and (jitter or contrast or kind != "ebsd"):
-        raise ConfigError(f"{where}: master_simulation = \"dynamical\" is for EBSD sets without band_jitter and "
-                          f"dynamical_contrast, which re-render kinematical master patterns")
+    if simulation not in (*SIMULATIONS, MIXED_SIMULATIONS):
+        raise ConfigError(f"{where}: master_simulation must be one of {', '.join(SIMULATIONS)}, "
+                          f"{MIXED_SIMULATIONS}, got {simulation!r}")
+    if simulation != "kinematical" and (jitter or contrast or kind != "ebsd"):
+        raise ConfigError(f"{where}: master_simulation = \"{simulation}\" is for EBSD sets without band_jitter "
+                          f"and dynamical_contrast, which re-render kinematical master patterns")
     source = getattr(section, "source", "simulated")
     if source not in DATA_SOURCES:
         raise ConfigError(f"{where}: source must be one of {', '.join(DATA_SOURCES)}, got {source!r}")

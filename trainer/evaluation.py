@@ -64,10 +64,11 @@ from .datasets import (
 )
 from .datasets.sped_synthesis import sped_geometry
 from .datasets.store import SplitSpec, ebsd_geometry, load_masters, shard_plans
+from .datasets.synthesis import MasterSet
 from .export import onnx_session, run_onnx
 from .orientation import disorientation_deg, indexed_euler, laue_operators, nearest_operator, quaternions_to_matrices
 from .physics.catalogue import get_phase_entry
-from .physics.master_pattern import VOLTAGE_RANGE_KV, MasterPattern
+from .physics.master_pattern import VOLTAGE_RANGE_KV
 from .physics.refinement import OrientationRefiner
 from .physics.sped_indexing import HALF_TURN, MIN_RELIABILITY, SpedIndexer
 
@@ -213,7 +214,7 @@ def simulate_split(data: DataConfig, split: str, dose: float | None = None) -> S
     return synthesize_in_memory(data, spec, load_masters(data, spec), dose)
 
 
-def synthesize_in_memory(data: DataConfig, spec: SplitSpec, masters: dict[tuple[str, float], MasterPattern],
+def synthesize_in_memory(data: DataConfig, spec: SplitSpec, masters: MasterSet,
                          dose: float | None = None) -> Shard:
     """The frames of ``spec`` projected from ``masters`` as one shard, every camera at
     ``dose`` if given."""
@@ -239,6 +240,7 @@ def refined_scores(model: EvaluatedModel, data: DataConfig, shard: Shard, split:
     on this machine."""
     session = onnx_session(model.path)
     masters = load_masters(data, split_spec(data, split))
+    simulation, = data.simulations()
     geometry = ebsd_geometry(data)
     scores = {}
     for name in model.card.orientation_phases:
@@ -247,7 +249,7 @@ def refined_scores(model: EvaluatedModel, data: DataConfig, shard: Shard, split:
             continue
         _, rotations, _ = run_onnx(session, shard.frames[rows])
         start = time.perf_counter()
-        refiner = OrientationRefiner(masters[(name, data.voltage_kv)], geometry)
+        refiner = OrientationRefiner(masters[name, data.voltage_kv, simulation], geometry)
         refined = refiner.refine(shard.frames[rows], rotations, shard.pc[rows])
         seconds = time.perf_counter() - start
         scores[name] = {**disorientation_stats(refined.matrices, shard.quaternions[rows],
@@ -294,6 +296,9 @@ def _check_refinable(model: EvaluatedModel, blind: bool) -> None:
     if model.config.data.source == "folder":
         raise EvaluationError(f"--refine: {name} was trained on imported frames, which have no simulated "
                               "patterns to refine against")
+    if len(simulations := model.config.data.simulations()) > 1:
+        raise EvaluationError(f"--refine: {name}'s frames come from {' and '.join(simulations)} master patterns; "
+                              "refinement matches a frame against one of them")
     if blind:
         raise EvaluationError(f"--refine: the phases {name} orients ({', '.join(model.card.orientation_phases)}) are "
                               "test materials; leave out --blind")

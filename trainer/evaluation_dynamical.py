@@ -1,12 +1,12 @@
 """``diffstream evaluate --master PHASE=FILE``: an EBSD lattice model on frames projected from
 dynamical (EMsoft) master patterns, beside the same frames from the master patterns it was
-trained on (kinematical, or the package's own Bloch-wave ones: ``data.master_simulation``).
+trained on (kinematical, the package's own Bloch-wave ones, or both: ``data.master_simulation``).
 
 Why: real patterns are dynamical. Their zone axes are subdued and their bands sharp-edged,
 where kinematical bands add up into bright zone-axis blobs; the model shipped on 2026-12-05,
 trained on kinematical master patterns, classes none of 200 frames of kikuchipy's dynamical
-Ni master pattern cF. The first row uses the same orientations, pattern centres and cameras
-(the same shard plans), so the difference between the two rows is the master pattern alone.
+Ni master pattern cF. Every row uses the same orientations, pattern centres and cameras
+(the same shard plans), so the differences between rows are the master patterns alone.
 """
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ from .physics.master_pattern import load_emsoft_master_pattern
 
 def evaluate_dynamical(spec: str | Path, files: dict[str, Path], frames: int | None = None) -> dict:
     """Scores of ``spec`` on ``frames`` fresh frames of each phase of ``files`` (name → EMsoft
-    master pattern file at the model's voltage), once from the master patterns the model was
-    trained on and once from the files: accuracy, how each phase's frames were classed, and the oriented
+    master pattern file at the model's voltage), once from each kind of master pattern the
+    model was trained on and once from the files: accuracy, how each phase's frames were classed, and the oriented
     phases' disorientation. The phases must all be training (test) or all blind materials."""
     model = load_for_evaluation(spec)
     if model.card.kind != "ebsd":
@@ -47,18 +47,20 @@ def evaluate_dynamical(spec: str | Path, files: dict[str, Path], frames: int | N
     names = tuple(get_phase_entry(name).name for name in files)
     split, restricted = _split_of(data, names)
     try:
-        dynamical = {(name, data.voltage_kv): load_emsoft_master_pattern(path, data.voltage_kv)
-                     for name, path in zip(names, files.values())}
+        emsoft = {(name, data.voltage_kv, "dynamical"): load_emsoft_master_pattern(path, data.voltage_kv)
+                  for name, path in zip(names, files.values())}
     except PhysicsInputError as error:
         raise EvaluationError(f"master: {error}") from None
-    for (name, _), master in dynamical.items():
+    for (name, _, _), master in emsoft.items():
         expected, held = get_phase_entry(name).phase().space_group, master.phase.space_group
         if held is not None and held.number != expected.number:
             raise EvaluationError(f"master: {master.source} holds space group {held.short_name} "
                                   f"(No. {held.number}); {name} is {expected.short_name} (No. {expected.number})")
     rows = []
-    for label, masters in ((data.master_simulation, load_masters(data, restricted)), ("EMsoft", dynamical)):
-        scores = lattice_scores(model, synthesize_in_memory(data, restricted, masters), split)
+    for label in (*data.simulations(), "EMsoft"):
+        one = dataclasses.replace(data, master_simulation="dynamical" if label == "EMsoft" else label)
+        masters = emsoft if label == "EMsoft" else load_masters(one, restricted)
+        scores = lattice_scores(model, synthesize_in_memory(one, restricted, masters), split)
         rows.append({"master": label, "frames": scores["frames"], "accuracy": scores["accuracy"],
                      "per_material_accuracy": scores["per_material_accuracy"],
                      "classed_as": _classed_as(scores),

@@ -17,7 +17,7 @@ from orix.quaternion import Rotation
 from scipy import ndimage
 
 from conftest import run_diffstream
-from diffstream.engines.model_card import read_card
+from diffstream.engines.model_card import read_card, write_card
 from diffstream.trainer.config import load_config
 from diffstream.trainer.datasets import paper2_scores
 from diffstream.trainer.evaluation import (
@@ -437,6 +437,31 @@ def test_dynamical_comparison(lattice_model: Path) -> None:
                            ({"Ni": EMSOFT_NI, "Al": EMSOFT_NI}, "or all blind ones")):
         with pytest.raises(EvaluationError, match=message):
             evaluate_dynamical(lattice_model, files, frames=2)
+
+
+def _relabelled_mixed(model: Path, out: Path) -> Path:
+    """``model`` (the same network) with a card saying its frames came from mixed master
+    patterns: what a mixed model's evaluation makes of the card, without training one."""
+    onnx_model = onnx.load(str(model))
+    card = read_card(model)
+    text = card.training["config_text"].replace("[data]\n", "[data]\nmaster_simulation = \"mixed\"\n", 1)
+    write_card(onnx_model, dataclasses.replace(card, training={**card.training, "config_text": text}))
+    onnx.save(onnx_model, str(out))
+    return out
+
+
+def test_dynamical_comparison_of_a_mixed_model(lattice_model: Path, tmp_path: Path) -> None:
+    """A model trained on both kinds gets a row for each over the same plan: its kinematical
+    row is the kinematical model's row, its Bloch-wave row another; refinement, which matches
+    a frame against one master pattern, is refused in one line."""
+    mixed = _relabelled_mixed(lattice_model, tmp_path / "mixed.onnx")
+    rows = evaluate_dynamical(mixed, {"Ni": EMSOFT_NI}, frames=4)["rows"]
+    assert [row["master"] for row in rows] == ["kinematical", "dynamical", "EMsoft"]
+    plain = evaluate_dynamical(lattice_model, {"Ni": EMSOFT_NI}, frames=4)["rows"]
+    assert rows[0] == plain[0] and rows[2] == plain[1]
+    assert rows[1]["median_disorientation_deg"] != rows[0]["median_disorientation_deg"]
+    with pytest.raises(EvaluationError, match="refinement matches a frame against one of them"):
+        evaluate_model(mixed, frames=2, refine=True)
 
 
 def test_dynamical_cli(lattice_model: Path) -> None:

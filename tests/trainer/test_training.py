@@ -67,8 +67,12 @@ def test_config_errors_name_the_field() -> None:
         parse_config({"name": "x", "data": {"dynamical_contrast": 1, "train_voltages_kv": [15, 25]}})
     with pytest.raises(ConfigError, match="band_jitter must be a number in"):
         parse_config({"name": "x", "data": {"band_jitter": -1, "train_voltages_kv": [15, 25]}})
-    with pytest.raises(ConfigError, match="master_simulation must be one of kinematical, dynamical"):
+    with pytest.raises(ConfigError, match="master_simulation must be one of kinematical, dynamical, mixed"):
         parse_config({"name": "x", "data": {"master_simulation": "multislice"}})
+    with pytest.raises(ConfigError, match="master_simulation = \"mixed\" is for EBSD sets without band_jitter"):
+        parse_config({"name": "x", "data": {"master_simulation": "mixed", "dynamical_contrast": True,
+                                            "train_voltages_kv": [15, 25]}})
+    assert parse_config({"name": "x", "data": {"master_simulation": "mixed"}}).data.master_simulation == "mixed"
     with pytest.raises(ConfigError, match="master_simulation = \"dynamical\" is for EBSD sets without band_jitter"):
         parse_config({"name": "x", "data": {"master_simulation": "dynamical", "band_jitter": 0.5,
                                             "train_voltages_kv": [15, 25]}})

@@ -41,7 +41,6 @@ from diffstream.trainer.physics.axial_ratios import rescaled_series
 from diffstream.trainer.physics.catalogue import get_phase_entry
 from diffstream.trainer.physics.geometry import EBSDGeometry
 from diffstream.trainer.physics.master_pattern import (
-    MasterPattern,
     dynamical_contrast,
     fill_master_pattern_cache,
     master_pattern_cache_key,
@@ -59,7 +58,7 @@ from .lattices import (
     training_materials,
 )
 from .sped_synthesis import SpedShardPlan, sped_geometry, synthesize_sped_shard
-from .synthesis import CAMERA_BLOCK, Shard, ShardPlan, synthesize_shard
+from .synthesis import CAMERA_BLOCK, MasterSet, Shard, ShardPlan, synthesize_shard
 
 DATASET_FORMAT = 2
 """Bump when generation changes what a given config produces, so old caches are not hit."""
@@ -213,8 +212,8 @@ def split_key(data: DataConfig, spec: SplitSpec) -> str:
             pattern_centre=list(data.pattern_centre), sample_tilt=data.sample_tilt, detector_tilt=data.detector_tilt,
             high_res_fraction=data.high_res_fraction,
             masters=[master_pattern_cache_key(master_crystal(data, spec.name, name, kv), kv,
-                                              **master_settings(data, spec.name, name, kv))
-                     for name in spec.phases for kv in voltages])
+                                              **master_settings(data, spec.name, name, kv, simulation))
+                     for name in spec.phases for kv in voltages for simulation in data.simulations()])
         contrast = [master_contrast(data, spec.name, name, kv) for name in spec.phases for kv in voltages]
         if any(contrast):
             settings["contrast"] = contrast
@@ -249,6 +248,7 @@ def shard_plans(data: DataConfig, spec: SplitSpec) -> list[ShardPlan] | list[Spe
             seed=(data.seed, split_id, index),
             classes=tuple(class_index(name, data.labels) for name in spec.phases),
             voltages=voltages,
+            simulations=data.simulations(),
         ))
     return plans
 
@@ -268,13 +268,15 @@ def split_voltages(data: DataConfig, split: str) -> tuple[float, ...]:
     return (data.voltage_kv,)
 
 
-def master_settings(data: DataConfig, split: str, phase: str, voltage_kv: float) -> dict:
-    """The keyword arguments of the master pattern a split's frames of ``phase`` at
-    ``voltage_kv`` come from: band-jittered for training and validation away from the nominal
+def master_settings(data: DataConfig, split: str, phase: str, voltage_kv: float,
+                    simulation: str = "kinematical") -> dict:
+    """The keyword arguments of ``simulated_master_pattern`` for the master pattern a split's
+    frames of ``phase`` at ``voltage_kv`` come from by ``simulation`` (one of
+    ``data.simulations()``): band-jittered for training and validation away from the nominal
     voltage (``DataConfig.band_jitter``), with a seed of its own per (material, voltage)."""
     settings = {"half_size": data.master_half_size}
-    if data.master_simulation != "kinematical":
-        settings["simulation"] = data.master_simulation
+    if simulation != "kinematical":
+        settings["simulation"] = simulation
     if data.band_jitter and _varied_in_training(data, split, voltage_kv):
         seed = zlib.crc32(f"{phase}|{voltage_kv:g}|{data.seed}".encode())
         settings.update(band_jitter=data.band_jitter, band_jitter_seed=seed)
@@ -313,17 +315,18 @@ def _varied_in_training(data: DataConfig, split: str, voltage_kv: float) -> bool
     return split in ("train", "val") and voltage_kv != data.voltage_kv
 
 
-def load_masters(data: DataConfig, spec: SplitSpec, progress: bool = True) -> dict[tuple[str, float], MasterPattern]:
-    """The master pattern of every (phase, voltage) a split's frames are projected from,
-    those not cached yet simulated first on every core."""
-    requests = {(name, kv): (master_crystal(data, spec.name, name, kv), kv, master_settings(data, spec.name, name, kv))
-                for name in spec.phases for kv in split_voltages(data, spec.name)}
+def load_masters(data: DataConfig, spec: SplitSpec, progress: bool = True) -> MasterSet:
+    """The master pattern of every (phase, voltage, simulation) a split's frames are projected
+    from, those not cached yet simulated first on every core."""
+    requests = {(name, kv, simulation): (master_crystal(data, spec.name, name, kv), kv,
+                                         master_settings(data, spec.name, name, kv, simulation))
+                for name in spec.phases for kv in split_voltages(data, spec.name) for simulation in data.simulations()}
     fill_master_pattern_cache(list(requests.values()), progress=progress)
     masters = {}
-    for (name, kv), (crystal, _, settings) in requests.items():
+    for (name, kv, simulation), (crystal, _, settings) in requests.items():
         master = simulated_master_pattern(crystal, kv, **settings)
         contrast = master_contrast(data, spec.name, name, kv)
-        masters[name, kv] = master if contrast is None else dynamical_contrast(master, **contrast)
+        masters[name, kv, simulation] = master if contrast is None else dynamical_contrast(master, **contrast)
     return masters
 
 

@@ -7,6 +7,7 @@ shards can be made in parallel or resumed.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,6 +51,13 @@ class ShardPlan:
     dose: float | None = None
     """Electrons per pixel for every camera instead of the drawn dose, the gain raised to
     keep the mean level (the dose study of ``evaluation.evaluate_dose``); None: as drawn."""
+    simulations: tuple[str, ...] = ("kinematical",)
+    """How the master patterns were simulated (``physics.master_pattern.SIMULATIONS``); with
+    several, each frame draws one, so that one network learns kinematical and dynamical bands."""
+
+
+MasterSet = dict[tuple[str, float, str], MasterPattern]
+"""The master patterns frames are projected from, by (phase, voltage in kV, simulation)."""
 
 
 @dataclass(frozen=True)
@@ -73,8 +81,8 @@ class Shard:
         return {name: getattr(self, name) for name in ("frames", "lattice", "quaternions", "phase", "usable", "pc")}
 
 
-def synthesize_shard(plan: ShardPlan, masters: dict[tuple[str, float], MasterPattern]) -> Shard:
-    """Make the frames of ``plan`` from ``masters``, one per (phase, voltage) of the plan.
+def synthesize_shard(plan: ShardPlan, masters: MasterSet) -> Shard:
+    """Make the frames of ``plan`` from ``masters``, one per (phase, voltage, simulation) of the plan.
 
     The clean patterns of all phases and the empty scenes are shuffled together before the
     cameras image them in blocks: a camera (its settings and its fixed hot and dead pixels)
@@ -92,17 +100,16 @@ def synthesize_shard(plan: ShardPlan, masters: dict[tuple[str, float], MasterPat
     centre = plan.geometry.pc_array()[0]
     pc = np.tile(centre, (len(phase), 1))
     pc[:n_usable] += rng.uniform(-plan.pc_jitter, plan.pc_jitter, (n_usable, 3))
-    # drawn only when there is a choice, so that a one-voltage shard keeps its random stream
-    # (and the arrays cached before voltages existed)
-    voltage = rng.integers(len(plan.voltages), size=n_usable) if len(plan.voltages) > 1 else np.zeros(n_usable, int)
+    voltage = _draw(rng, len(plan.voltages), n_usable)
+    simulation = _draw(rng, len(plan.simulations), n_usable)
     clean = np.empty((n_usable + n_empty, *plan.geometry.shape), dtype=np.float32)
     start = 0
     for name, count in zip(plan.phases, plan.counts):
         rows = np.arange(start, start + count)
-        for index, kv in enumerate(plan.voltages):
-            drawn = rows[voltage[rows] == index]
+        for (v, kv), (s, kind) in itertools.product(enumerate(plan.voltages), enumerate(plan.simulations)):
+            drawn = rows[(voltage[rows] == v) & (simulation[rows] == s)]
             if len(drawn):
-                clean[drawn] = project_patterns(masters[name, kv], quaternions[drawn],
+                clean[drawn] = project_patterns(masters[name, kv, kind], quaternions[drawn],
                                                 plan.geometry.with_pc(pc[drawn]))
         start += count
     clean[n_usable:] = empty_fields(n_empty, plan.geometry.shape, rng)
@@ -124,3 +131,11 @@ def synthesize_shard(plan: ShardPlan, masters: dict[tuple[str, float], MasterPat
         usable=phase != NO_PHASE,
         pc=pc,
     )
+
+
+def _draw(rng: np.random.Generator, choices: int, n: int) -> np.ndarray:
+    """Which of ``choices`` each of ``n`` frames takes, drawn only when there is a choice, so
+    that a shard of one voltage and one simulation keeps its random stream (and the frames
+    cached before voltages and simulations could vary)."""
+    return rng.integers(choices, size=n) if choices > 1 else np.zeros(n, int)
+
