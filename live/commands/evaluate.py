@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "--refine: also the oriented phases' disorientation after pattern matching finishes what the network "
             "starts: EBSD frames refined against their master patterns (kikuchipy) from the network's answer, "
             "4D-STEM frames indexed by template matching with the network's answer among the candidates. --master: "
-            "the same frames from EMsoft (dynamical) master pattern files, beside those the model was trained on."
+            "the same frames from EMsoft (dynamical) master pattern files, beside each kind the model was trained on."
         ),
     )
     parser.add_argument("--model", required=True,
@@ -65,8 +65,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--master", metavar="PHASE=FILE,...",
                         help="score the test (or blind) frames of these phases projected from EMsoft (dynamical) "
                              "master pattern files, beside the same frames from the master patterns the model was "
-                             "trained on, kinematical or Bloch-wave (EBSD lattice models; the files must hold the "
-                             "model's voltage)")
+                             "trained on, kinematical, Bloch-wave or both (EBSD lattice models; the files must hold "
+                             "the model's voltage)")
     parser.add_argument("--gradcam", action="store_true",
                         help="with --report, also write gradcam.png: Grad-CAM maps over a few test frames per class "
                              "(EBSD lattice models; from the .pt2 beside the model, or --checkpoint)")
@@ -149,9 +149,9 @@ def run(args: argparse.Namespace) -> int:
 def _master_table(result: dict) -> str:
     """One row per kind of master pattern: accuracy, each oriented phase's median
     disorientation, and where each phase's frames went."""
+    own = " and ".join(row["master"] for row in result["rows"][:-1])
     lines = [f"{result['model']} on {result['frames_per_material']} fresh {result['split']} frames per material "
-             f"(data seed {result['data_seed']}), from its own ({result['rows'][0]['master']}) and from EMsoft master "
-             "patterns"]
+             f"(data seed {result['data_seed']}), from its own ({own}) and from EMsoft master patterns"]
     for row in result["rows"]:
         angles = "".join(f", {name} median {angle}°" for name, angle in row["median_disorientation_deg"].items())
         lines.append(f"  {row['master']:>11}: accuracy {row['accuracy']:.4f}{angles}")
