@@ -181,7 +181,7 @@ def dynamical_master_pattern(
     cached like the kinematical ones. About 15 s for Ni at ``half_size=100`` on one core; the
     cost grows with the square of ``half_size``."""
     _check_voltage(voltage_kv)
-    _check_simulation_settings(half_size, min_dspacing, DEFAULT_MIN_RELATIVE_INTENSITY)
+    _check_simulation_settings(half_size, min_dspacing)
     phase = _resolve_phase(phase)
     settings = _dynamical_settings(phase, voltage_kv, half_size, min_dspacing)
 
@@ -450,7 +450,8 @@ def _check_voltage(voltage_kv: float) -> None:
     check_number("voltage", voltage_kv, *VOLTAGE_RANGE_KV, "kV (the EBSD range)")
 
 
-def _check_simulation_settings(half_size: int, min_dspacing: float, min_relative_intensity: float,
+def _check_simulation_settings(half_size: int, min_dspacing: float,
+                               min_relative_intensity: float = DEFAULT_MIN_RELATIVE_INTENSITY,
                                band_jitter: float = 0.0) -> None:
     check_integer("half_size", half_size, 16, 2000)
     check_number("min_dspacing", min_dspacing, 0.2, 5.0, "Å")
