@@ -38,10 +38,9 @@ from diffstream.trainer.physics.detector_model import Detector, preset
 from diffstream.trainer.physics.ebsd_projection import project_patterns
 from diffstream.trainer.physics.geometry import EBSDGeometry
 from diffstream.trainer.physics.master_pattern import (
-    DEFAULT_HALF_SIZE,
     DEFAULT_VOLTAGE_KV,
     MasterPattern,
-    kinematical_master_pattern,
+    simulated_master_pattern,
 )
 from diffstream.trainer.physics.specimen import Specimen
 from diffstream.trainer.physics.sped import RenderSettings, SpotPatterns, render_patterns, simulate_spots
@@ -97,9 +96,8 @@ class EBSDRenderer:
     """EBSD frames: master pattern → projection on ``geometry`` → camera model ``detector``.
 
     ``masters`` maps each phase name to its master pattern, in the order of the specimen's
-    phase ids; :meth:`for_phases` computes
-    kinematical ones (cached on disk), and a caller may hand in others (e.g. dynamical
-    EMsoft ones, or coarse ones for tests).
+    phase ids; :meth:`for_phases` computes kinematical or Bloch-wave ones (cached on disk),
+    and a caller may hand in others (e.g. EMsoft ones, or coarse ones for tests).
     """
 
     masters: Mapping[str, MasterPattern]
@@ -117,10 +115,14 @@ class EBSDRenderer:
 
     @classmethod
     def for_phases(cls, phase_names: Sequence[str], *, frame_size: int = DEFAULT_EBSD_GEOMETRY.rows,
-                   voltage_kv: float = DEFAULT_VOLTAGE_KV, master_half_size: int = DEFAULT_HALF_SIZE,
-                   seed: int = 0) -> EBSDRenderer:
-        """Kinematical master patterns of catalogue phases on the default geometry, resized."""
-        masters = {name: kinematical_master_pattern(name, voltage_kv, half_size=master_half_size)
+                   voltage_kv: float = DEFAULT_VOLTAGE_KV, simulation: str = "kinematical",
+                   master_half_size: int | None = None, seed: int = 0) -> EBSDRenderer:
+        """Master patterns of catalogue phases by ``simulation`` ("kinematical", what the
+        shipped model is trained on, or "dynamical": Bloch waves, the band profiles a real
+        camera records) at ``master_half_size`` (default: the simulation's own), on the
+        default geometry, resized."""
+        size = {} if master_half_size is None else {"half_size": master_half_size}
+        masters = {name: simulated_master_pattern(name, voltage_kv, simulation=simulation, **size)
                    for name in phase_names}
         geometry = dataclasses.replace(DEFAULT_EBSD_GEOMETRY, shape=(frame_size, frame_size))
         return cls(masters, geometry=geometry, seed=seed)
@@ -182,11 +184,15 @@ class SpedRenderer:
 
 
 def make_renderer(kind: str, phase_names: Sequence[str], *, frame_size: int | None = None,
-                  seed: int = 0) -> FrameRenderer:
-    """The default renderer of ``kind`` ("ebsd" or "4dstem") for catalogue phases."""
-    size = {} if frame_size is None else {"frame_size": frame_size}
-    cls = {"ebsd": EBSDRenderer, "4dstem": SpedRenderer}[kind]
-    return cls.for_phases(phase_names, seed=seed, **size)
+                  seed: int = 0, simulation: str = "kinematical") -> FrameRenderer:
+    """The default renderer of ``kind`` ("ebsd" or "4dstem") for catalogue phases, EBSD
+    frames from master patterns by ``simulation`` (``EBSDRenderer.for_phases``)."""
+    options = {} if frame_size is None else {"frame_size": frame_size}
+    if kind == "ebsd":
+        return EBSDRenderer.for_phases(phase_names, seed=seed, simulation=simulation, **options)
+    if simulation != "kinematical":
+        raise ValueError(f"simulation: {simulation!r} master patterns are for EBSD frames, not {kind}")
+    return SpedRenderer.for_phases(phase_names, seed=seed, **options)
 
 
 def ebsd_geometry_header(geometry: EBSDGeometry, voltage_kv: float | None = None) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .detector_sim import add_pattern_argument
 from .live import add_pipeline_arguments, default_out_dir, run_pipeline
 
 DEMO_PHASES = "Ni:0.4,Fe:0.3,Ti:0.3"
@@ -40,6 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--phases", default=DEMO_PHASES, metavar="NAME:FRACTION,...",
                         help=f"specimen phases (default {DEMO_PHASES})")
     parser.add_argument("--seed", type=int, default=7, help="specimen seed (default 7)")
+    add_pattern_argument(parser)
     parser.add_argument("--screenshot", type=Path, metavar="FILE",
                         help="run the scan in the window, save a PNG of the whole window when it ends, and exit "
                              "(also offscreen: QT_QPA_PLATFORM=offscreen)")
@@ -68,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     command = [
         sys.executable, "-m", "diffstream.live.cli", "detector-sim", "--kind", "ebsd", "--bind", url,
         "--scan", args.scan, "--rate", str(args.rate), "--phases", args.phases, "--seed", str(args.seed),
-        "--truth", str(truth), "--push",
+        "--truth", str(truth), "--push", "--patterns", args.patterns,
     ]
     args.pull = True
     simulator = subprocess.Popen(command, preexec_fn=die_with_parent)

@@ -15,6 +15,10 @@ from .simulate import parse_phase_fractions, parse_scan_shape
 if TYPE_CHECKING:
     from diffstream.live.detector_sim import FrameSource
 
+PATTERN_SIMULATIONS = ("kinematical", "dynamical")
+"""``physics.master_pattern.SIMULATIONS``, spelt out so that ``--help`` does not import
+kikuchipy (a test checks that the two agree)."""
+
 MEASURED_RATE = "measured: 60,000 frames/s of 60×60 uint8 on 2 CPU cores"
 """What ``diffstream detector-sim --benchmark`` (``measure_stream_rate``) measured on the
 project's 2-core machine: 100,000 frames sent at full speed over loopback TCP to a SUB
@@ -28,8 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "detector-sim",
         help="stream a simulated scan over ZeroMQ, as a detector server does",
         description=(
-            "Grow a synthetic specimen, render its frames (EBSD through kinematical master patterns and "
-            "the 'fast' camera model, 60×60 uint8; 4D-STEM as SPED spot patterns, 128×128 uint16 counts) "
+            "Grow a synthetic specimen, render its frames (EBSD through kinematical or Bloch-wave master "
+            "patterns and the 'fast' camera model, 60×60 uint8; 4D-STEM as SPED spot patterns, 128×128 uint16 counts) "
             "and publish them with wire protocol v1 in raster order at a set rate. Frames are rendered "
             f"before streaming, so the highest rate is the socket's; {MEASURED_RATE} "
             "(--benchmark measures this machine)."
@@ -46,12 +50,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="mean grain diameter in scan steps (default 10)")
     parser.add_argument("--empty-fraction", type=float, default=0.0,
                         help="share of scan points with no pattern, sent as background-only frames (default 0)")
+    add_pattern_argument(parser)
     parser.add_argument("--truth", type=Path,
                         help="write the specimen (ground truth) as orix HDF5; empty points have phase id -1")
     add_server_arguments(parser)
     parser.add_argument("--benchmark", action="store_true",
                         help="measure the highest rate this machine sends to a local subscriber, print it, exit")
     parser.set_defaults(handler=run)
+
+
+def add_pattern_argument(parser: argparse.ArgumentParser) -> None:
+    """How EBSD frames are simulated: shared by ``detector-sim`` and ``demo``."""
+    parser.add_argument("--patterns", choices=PATTERN_SIMULATIONS, default="kinematical",
+                        help="EBSD master patterns: kinematical (default; what the shipped ebsd-lattice model is "
+                             "trained on) or dynamical (many-beam Bloch waves: the sharp band edges and dark zone "
+                             "axes a real camera records; about 30 s per phase on first use, then cached)")
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,6 +96,9 @@ def run(args: argparse.Namespace) -> int:
               f"{result['received_per_s']:,.0f} frames/s received, {result['lost']:,} lost")
         return 0
     check_server_arguments(args)
+    if args.kind != "ebsd" and args.patterns != "kinematical":
+        raise UserError(f"--patterns {args.patterns}: master patterns make EBSD frames; leave it out with --kind "
+                        f"{args.kind}")
     spec = SpecimenSpec(
         scan_shape=parse_scan_shape(args.scan), phases=parse_phase_fractions(args.phases),
         grain_size=args.grain_size, empty_fraction=args.empty_fraction, seed=args.seed,
@@ -95,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
             args.truth.parent.mkdir(parents=True, exist_ok=True)
             specimen.save(args.truth, overwrite=True)
             log(f"wrote the ground truth to {args.truth}")
-        renderer = make_renderer(args.kind, spec.phase_names, frame_size=args.frame_size, seed=args.seed)
+        renderer = make_renderer(args.kind, spec.phase_names, frame_size=args.frame_size, seed=args.seed,
+                                 simulation=args.patterns)
         source = SimulatedSource(specimen, renderer, stop)
         return run_server(source, args, stop, scan_prefix="sim")
 

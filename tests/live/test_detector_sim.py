@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import zmq
 
-from conftest import start_server
+from conftest import run_diffstream, start_server
 from diffstream.live import scan_render
 from diffstream.live.detector_sim import Publisher, array_scan, scan_template, serve
 from diffstream.live.protocol import Frame, ScanEnd, ScanStart, decode
@@ -229,3 +229,30 @@ def test_servers_bind_to_this_machine_only_unless_told_otherwise(command: list[s
     args = build_parser().parse_args(command)
     assert args.bind.startswith("tcp://127.0.0.1:")
     assert args.curve_secret is None and args.curve_clients is None  # CURVE is asked for, never half-on
+
+
+def test_ebsd_frames_come_from_the_simulation_asked_for() -> None:
+    """``--patterns dynamical`` serves Bloch-wave frames: the same points render other frames
+    than from the kinematical master patterns, and each kind from its own master pattern."""
+    from diffstream.live.commands.detector_sim import PATTERN_SIMULATIONS
+    from diffstream.trainer.physics.master_pattern import SIMULATIONS
+
+    assert PATTERN_SIMULATIONS == SIMULATIONS
+    rotations = np.random.default_rng(4).normal(size=(6, 4))
+    rotations /= np.linalg.norm(rotations, axis=1, keepdims=True)
+    frames, sources = {}, {}
+    for simulation in SIMULATIONS:
+        renderer = EBSDRenderer.for_phases(["Ni"], frame_size=24, simulation=simulation, master_half_size=24)
+        sources[simulation] = renderer.masters["Ni"].source
+        frames[simulation] = renderer.render(rotations, np.zeros(6, int), np.random.default_rng(0))
+    assert sources == {"kinematical": "kinematical", "dynamical": "dynamical (Bloch waves)"}
+    assert not np.array_equal(frames["kinematical"], frames["dynamical"])
+
+
+def test_dynamical_patterns_are_refused_for_4dstem_in_one_line() -> None:
+    from diffstream.live.cli import build_parser
+
+    assert build_parser().parse_args(["demo", "--patterns", "dynamical"]).patterns == "dynamical"
+    done = run_diffstream("detector-sim", "--kind", "4dstem", "--patterns", "dynamical", "--scan", "2x2")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "--patterns dynamical: master patterns make EBSD frames" in done.stderr
