@@ -68,7 +68,7 @@ from .datasets.synthesis import MasterSet
 from .export import onnx_session, run_onnx
 from .orientation import disorientation_deg, indexed_euler, laue_operators, nearest_operator, quaternions_to_matrices
 from .physics.catalogue import get_phase_entry
-from .physics.master_pattern import VOLTAGE_RANGE_KV
+from .physics.master_pattern import SIMULATION_HALF_SIZES, VOLTAGE_RANGE_KV
 from .physics.refinement import OrientationRefiner
 from .physics.sped_indexing import HALF_TURN, MIN_RELIABILITY, SpedIndexer
 
@@ -123,15 +123,21 @@ def load_for_evaluation(spec: str | Path) -> EvaluatedModel:
     return EvaluatedModel(path, card, config)
 
 
-def evaluate_model(spec: str | Path, blind: bool = False, frames: int | None = None, refine: bool = False) -> dict:
+def evaluate_model(spec: str | Path, blind: bool = False, frames: int | None = None, refine: bool = False,
+                   patterns: str | None = None) -> dict:
     """The scores of ``spec`` on fresh frames (module docstring); ``frames`` per material
     (default ``DEFAULT_FRAMES``); for a 4D-STEM model they are the 20 % test share of
     5 × ``frames`` patterns, the split of its training set. ``refine`` adds the oriented
-    phases' disorientation after refinement against their master patterns."""
+    phases' disorientation after refinement against their master patterns. ``patterns``
+    (EBSD; one of ``SIMULATIONS``) projects the frames from that kind of master pattern at
+    its default half size, the frames the demo streams, whatever the model was trained on:
+    a network trained on one kind fails on the other."""
     model = load_for_evaluation(spec)
     n = DEFAULT_FRAMES.get(model.card.kind, 1) if frames is None else frames
     if n < 1:
         raise EvaluationError(f"n: frames must be a positive integer, got {n}")
+    if patterns is not None:
+        _check_patterns(model, patterns)
     if refine:
         _check_refinable(model, blind)
     if model.card.kind == "4dstem":
@@ -144,7 +150,11 @@ def evaluate_model(spec: str | Path, blind: bool = False, frames: int | None = N
     elif model.card.kind == "ebsd":
         data = dataclasses.replace(model.config.data, seed=model.config.data.seed + EVALUATION_SEED_OFFSET,
                                    test_patterns_per_phase=n)
+        if patterns is not None:
+            data = dataclasses.replace(data, master_simulation=patterns,
+                                       master_half_size=SIMULATION_HALF_SIZES[patterns])
         result = evaluate_lattice(model, data, "blind" if blind else "test", refine=refine)
+        result["patterns"] = data.master_simulation
     else:
         raise EvaluationError(f"model {spec}: kind {model.card.kind!r} has no evaluation")
     if data.source == "folder":  # an imported set: its own held-out test split, not fresh frames
@@ -286,6 +296,17 @@ def _orientation_scores(predicted: np.ndarray, quaternions: np.ndarray, point_gr
     """The disorientation statistics and paper 2's Euler scores of one set of answers."""
     return {**disorientation_stats(predicted, quaternions, point_group),
             **euler_scores(predicted, quaternions, point_group)}
+
+
+def _check_patterns(model: EvaluatedModel, patterns: str) -> None:
+    """Frames from another kind of master pattern need an EBSD model trained on simulated ones."""
+    name = model.card.name
+    if patterns not in SIMULATION_HALF_SIZES:
+        raise EvaluationError(f"--patterns: must be one of {', '.join(SIMULATION_HALF_SIZES)}, got {patterns!r}")
+    if model.card.kind != "ebsd":
+        raise EvaluationError(f"--patterns: {name} is not an EBSD model; master patterns make EBSD frames")
+    if model.config.data.source != "simulated":
+        raise EvaluationError(f"--patterns: {name} was trained on imported frames, not master patterns")
 
 
 def _check_refinable(model: EvaluatedModel, blind: bool) -> None:

@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .detector_sim import PATTERN_SIMULATIONS
+
 if TYPE_CHECKING:
     from diffstream.trainer.evaluation import EvaluatedModel
     from diffstream.trainer.gradcam import GradCam
@@ -38,6 +40,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="a shipped model's name (see `diffstream models`) or an .onnx file")
     parser.add_argument("--blind", action="store_true",
                         help="score on the blind materials, never trained on (EBSD lattice models only)")
+    parser.add_argument("--patterns", choices=PATTERN_SIMULATIONS,
+                        help="project the test (or blind) frames from this kind of master pattern, as the demo "
+                             "streams them (kinematical at half size 400, dynamical Bloch waves at 100), instead "
+                             "of the model's own (EBSD models trained on simulated frames)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
     parser.add_argument("--report", type=Path, metavar="DIR",
                         help="write metrics.json and PNG figures (confusion matrices, training curves, IPF maps) here")
@@ -106,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--refine: scores a plain evaluation; leave out the dose, voltage or axial-ratio study")
     if (doses or scales) and args.blind:
         raise UserError("--blind: the dose and axial-ratio studies use the test materials; leave out --blind")
+    if args.patterns and (study or args.master):
+        raise UserError("--patterns: scores a plain or --blind evaluation; leave out studies and --master")
     if args.master and (study or args.refine or args.blind or args.report is not None or args.gradcam):
         raise UserError("--master: a comparison of its own; leave out studies, --refine, --blind and --report "
                         "(the phases named choose the test or blind materials)")
@@ -130,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
                 result["report"] = write_sweep_report(result, args.report)
         else:
             gradcam = _gradcam(args, load_for_evaluation(args.model)) if args.gradcam else None
-            result = evaluate_model(args.model, blind=args.blind, frames=args.n, refine=args.refine)
+            result = evaluate_model(args.model, blind=args.blind, frames=args.n, refine=args.refine,
+                                    patterns=args.patterns)
             if args.report is not None:
                 from diffstream.trainer.evaluation_report import write_report
 
@@ -226,8 +235,9 @@ def _sweep_table(result: dict) -> str:
 
 def _summary(result: dict) -> str:
     """The headline figures; tables (confusion, per class) are in --json and --report."""
+    patterns = f", {result['patterns']} master patterns" if "patterns" in result else ""
     origin = (f"imported {result['split']} frames of {result['data_folder']}" if "data_folder" in result
-              else f"fresh {result['split']} frames (data seed {result['data_seed']})")
+              else f"fresh {result['split']} frames (data seed {result['data_seed']}{patterns})")
     lines = [f"{result['model']} ({result['kind']}) on {result['frames']:,} {origin}"]
     if "accuracy" in result:
         lines.append(f"  accuracy: {result['accuracy']:.4f}")

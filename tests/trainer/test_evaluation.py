@@ -257,8 +257,27 @@ def test_report(sped_model: tuple[Path, Path], tmp_path: Path) -> None:
     assert 0 <= stored["specimen_median_disorientation_deg"] <= 180
 
 
+def test_patterns_project_the_frames_from_the_kind_asked_for(lattice_model: Path, monkeypatch) -> None:
+    """``--patterns``: the model's own kind at its own half size gives the plain evaluation
+    exactly; the other kind, the same plan from other master patterns, other scores."""
+    from diffstream.trainer import evaluation
+
+    monkeypatch.setitem(evaluation.SIMULATION_HALF_SIZES, "kinematical", 32)  # the quick model's own
+    monkeypatch.setitem(evaluation.SIMULATION_HALF_SIZES, "dynamical", 24)    # coarse: seconds, not a minute
+    plain = evaluate_model(lattice_model, frames=3)
+    same = evaluate_model(lattice_model, frames=3, patterns="kinematical")
+    other = evaluate_model(lattice_model, frames=3, patterns="dynamical")
+    assert plain["patterns"] == same["patterns"] == "kinematical" and other["patterns"] == "dynamical"
+    assert same == plain
+    assert other["frames"] == plain["frames"]
+    assert other["disorientation_deg"] != plain["disorientation_deg"]
+
+
 def test_cli_errors_are_one_line(sped_model: tuple[Path, Path]) -> None:
     for argv, message in ((["--model", "no-such-model"], "unknown model 'no-such-model'"),
+                          (["--model", str(sped_model[0]), "--patterns", "dynamical"], "is not an EBSD model"),
+                          (["--model", str(sped_model[0]), "--patterns", "dynamical", "--dose-sweep"],
+                           "--patterns: scores a plain or --blind evaluation"),
                           (["--model", str(sped_model[0]), "--blind"], "no blind materials"),
                           (["--model", str(sped_model[0]), "--n", "0"], "n: must be a positive"),
                           (["--model", str(sped_model[0]), "--refine", "--dose-sweep"], "leave out the dose")):

@@ -201,6 +201,9 @@ SIMULATIONS = ("kinematical", "dynamical")
 """How a master pattern can be simulated: :func:`kinematical_master_pattern` or
 :func:`dynamical_master_pattern`."""
 
+SIMULATION_HALF_SIZES = {"kinematical": DEFAULT_HALF_SIZE, "dynamical": DYNAMICAL_HALF_SIZE}
+"""Each simulation's default half size: what the demo's detector simulator streams."""
+
 
 def simulated_master_pattern(phase: str | Phase, voltage_kv: float = DEFAULT_VOLTAGE_KV, *,
                              simulation: str = "kinematical", **settings) -> MasterPattern:
