@@ -20,7 +20,7 @@ from .datasets.store import SplitSpec
 from .evaluation import EvaluationError, lattice_sweep, synthesize_in_memory
 from .physics.axial_ratios import rescaled
 from .physics.catalogue import get_phase_entry
-from .physics.master_pattern import MasterPattern, kinematical_master_pattern
+from .physics.master_pattern import MasterPattern, simulated_master_pattern
 
 AXIAL_LATTICES = ("hP", "tP", "tI")
 """Lattices whose type survives scaling c alone (tetragonal ones while c/a keeps clear of a
@@ -45,7 +45,8 @@ def evaluate_axial(spec: str | Path, scales: tuple[float, ...] = DEFAULT_C_SCALE
 
 def _strained_split(data: DataConfig, scale: float) -> Shard:
     spec = axial_spec(data)
-    masters = {(name, data.voltage_kv): strained_master(name, scale, data) for name in spec.phases}
+    masters = {(name, data.voltage_kv, simulation): strained_master(name, scale, data, simulation)
+               for name in spec.phases for simulation in data.simulations()}
     return synthesize_in_memory(data, spec, masters)
 
 
@@ -58,8 +59,9 @@ def axial_spec(data: DataConfig) -> SplitSpec:
     return spec.restricted(names)
 
 
-def strained_master(name: str, scale: float, data: DataConfig) -> MasterPattern:
-    """The kinematical master pattern of catalogue material ``name`` at the data's voltage,
-    with c multiplied by ``scale`` (fractional coordinates kept)."""
+def strained_master(name: str, scale: float, data: DataConfig, simulation: str = "kinematical") -> MasterPattern:
+    """The master pattern by ``simulation`` of catalogue material ``name`` at the data's
+    voltage, with c multiplied by ``scale`` (fractional coordinates kept)."""
     strained = rescaled(get_phase_entry(name), c=scale)
-    return kinematical_master_pattern(strained.phase(), data.voltage_kv, half_size=data.master_half_size)
+    return simulated_master_pattern(strained.phase(), data.voltage_kv, simulation=simulation,
+                                    half_size=data.master_half_size)
