@@ -39,10 +39,9 @@ from __future__ import annotations
 import numpy as np
 from diffsims.utils.lobato_scattering_params import ATOMIC_SCATTERING_PARAMS_LOBATO
 from orix.crystal_map import Phase
-from scipy import constants
 
 from .errors import check_integer, check_number
-from .sped_geometry import electron_wavelength
+from .sped_geometry import electron_wavelength, lorentz_factor
 from .structure_factors import (
     full_cell_sites,
     is_extinct,
@@ -70,8 +69,7 @@ def electron_wavenumber(voltage_kv: float) -> tuple[float, float]:
     """K = 1/λ (Å⁻¹) of electrons at ``voltage_kv`` (the SPED simulator's relativistic
     wavelength) and their γ = m/m₀, which scales the crystal potential they feel."""
     check_number("voltage_kv", voltage_kv, 1.0, 1000.0, "kV")
-    gamma = 1.0 + voltage_kv * 1e3 * constants.e / (constants.m_e * constants.c**2)
-    return 1.0 / electron_wavelength(voltage_kv), gamma
+    return 1.0 / electron_wavelength(voltage_kv), lorentz_factor(voltage_kv)
 
 
 def atomic_numbers(elements: tuple[str, ...]) -> np.ndarray:

@@ -41,6 +41,12 @@ def electron_wavelength(voltage_kv: float) -> float:
     return constants.h / momentum * 1e10
 
 
+def lorentz_factor(voltage_kv: float) -> float:
+    """γ = m/m₀ of electrons at ``voltage_kv``: electron scattering factors are tabulated for
+    the rest mass and scale by γ for a moving electron."""
+    return 1.0 + voltage_kv * 1e3 * constants.e / (constants.m_e * constants.c**2)
+
+
 def _check(field: str, ok: bool, value: object, expected: str) -> None:
     if not ok:
         raise PhysicsInputError(f"{field}: {value!r} {expected}")
@@ -140,9 +146,8 @@ class SpedGeometry:
 
     @property
     def lorentz_factor(self) -> float:
-        """γ of the beam electrons: electron scattering factors are tabulated for the rest
-        mass and scale by γ for a moving electron."""
-        return 1.0 + self.voltage_kv * 1e3 * constants.e / (constants.m_e * constants.c**2)
+        """γ of the beam electrons (:func:`lorentz_factor`)."""
+        return lorentz_factor(self.voltage_kv)
 
     @property
     def precession_rad(self) -> float:
