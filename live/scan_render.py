@@ -39,6 +39,7 @@ from diffstream.trainer.physics.ebsd_projection import project_patterns
 from diffstream.trainer.physics.geometry import EBSDGeometry
 from diffstream.trainer.physics.master_pattern import (
     DEFAULT_VOLTAGE_KV,
+    SIMULATION_HALF_SIZES,
     MasterPattern,
     simulated_master_pattern,
 )
@@ -119,10 +120,10 @@ class EBSDRenderer:
                    master_half_size: int | None = None, seed: int = 0) -> EBSDRenderer:
         """Master patterns of catalogue phases by ``simulation`` ("kinematical", what the
         shipped model is trained on, or "dynamical": Bloch waves, the band profiles a real
-        camera records) at ``master_half_size`` (default: the simulation's own), on the
-        default geometry, resized."""
-        size = {} if master_half_size is None else {"half_size": master_half_size}
-        masters = {name: simulated_master_pattern(name, voltage_kv, simulation=simulation, **size)
+        camera records) at ``master_half_size`` (default: ``SIMULATION_HALF_SIZES``, the
+        frames ``evaluate --patterns`` scores too), on the default geometry, resized."""
+        half_size = SIMULATION_HALF_SIZES[simulation] if master_half_size is None else master_half_size
+        masters = {name: simulated_master_pattern(name, voltage_kv, simulation=simulation, half_size=half_size)
                    for name in phase_names}
         geometry = dataclasses.replace(DEFAULT_EBSD_GEOMETRY, shape=(frame_size, frame_size))
         return cls(masters, geometry=geometry, seed=seed)

@@ -202,7 +202,8 @@ SIMULATIONS = ("kinematical", "dynamical")
 :func:`dynamical_master_pattern`."""
 
 SIMULATION_HALF_SIZES = {"kinematical": DEFAULT_HALF_SIZE, "dynamical": DYNAMICAL_HALF_SIZE}
-"""Each simulation's default half size: what the demo's detector simulator streams."""
+"""Each simulation's default half size: what the demo's detector simulator streams
+(``live.scan_render.EBSDRenderer.for_phases``) and ``evaluate --patterns`` scores."""
 
 
 def simulated_master_pattern(phase: str | Phase, voltage_kv: float = DEFAULT_VOLTAGE_KV, *,
