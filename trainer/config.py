@@ -18,7 +18,7 @@ from typing import Any
 from .physics.master_pattern import SIMULATIONS
 from .physics.specimen import ComponentTexture
 
-MIXED_SIMULATIONS = "mixed"
+MIXED_SIMULATION = "mixed"
 """``DataConfig.master_simulation`` for frames from every kind of master pattern."""
 
 PAPER1_TRAINING = "paper1-training"
@@ -142,7 +142,7 @@ class DataConfig:
     def simulations(self) -> tuple[str, ...]:
         """The kinds of master pattern (``physics.master_pattern.SIMULATIONS``) the frames
         are projected from, each frame drawing one: both for ``master_simulation = "mixed"``."""
-        return SIMULATIONS if self.master_simulation == MIXED_SIMULATIONS else (self.master_simulation,)
+        return SIMULATIONS if self.master_simulation == MIXED_SIMULATION else (self.master_simulation,)
 
     def texture(self) -> ComponentTexture | None:
         """The orientation distribution of the patterns: None for uniform on SO(3)."""
@@ -330,9 +330,9 @@ def _check(section: Any, where: str) -> None:
             raise ConfigError(f"{where}: {option} changes simulated EBSD training frames at the train_voltages_kv "
                               f"other than voltage_kv; set those (kind = \"ebsd\", source = \"simulated\")")
     simulation = getattr(section, "master_simulation", "kinematical")
-    if simulation not in (*SIMULATIONS, MIXED_SIMULATIONS):
+    if simulation not in (*SIMULATIONS, MIXED_SIMULATION):
         raise ConfigError(f"{where}: master_simulation must be one of {', '.join(SIMULATIONS)}, "
-                          f"{MIXED_SIMULATIONS}, got {simulation!r}")
+                          f"{MIXED_SIMULATION}, got {simulation!r}")
     if simulation != "kinematical" and (jitter or contrast or kind != "ebsd"):
         raise ConfigError(f"{where}: master_simulation = \"{simulation}\" is for EBSD sets without band_jitter "
                           f"and dynamical_contrast, which re-render kinematical master patterns")
